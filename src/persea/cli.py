@@ -1,0 +1,108 @@
+"""The `persea` command: one Typer app, each subcommand a thin wrapper over a package."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from persea.errors import PerseaError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="persea: distil a closed model from several open teachers.")
+console = Console(stderr=True)
+out = Console()
+
+ProjectOpt = typer.Option(None, "--project", "-p",
+                          help="Project directory or persea.yaml (default: current directory).")
+
+
+@app.command()
+def init(directory: Path = typer.Argument(..., help="Directory for the new project."),
+         exist_ok: bool = typer.Option(False, "--exist-ok",
+                                       help="Keep an existing persea.yaml instead of failing.")):
+    """Write a commented example project that uses the built-in teachers."""
+    from persea.init_template import EXAMPLE_PROJECT
+    from persea.project import PROJECT_FILE
+
+    target = directory / PROJECT_FILE
+    if target.exists():
+        if exist_ok:
+            out.print(f"keeping existing {target}")
+            return
+        raise PerseaError(f"{target} already exists; choose another directory or pass "
+                          "--exist-ok to keep it")
+    directory.mkdir(parents=True, exist_ok=True)
+    name = directory.resolve().name or "project"
+    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).lstrip("._-")
+    target.write_text(EXAMPLE_PROJECT.format(name=name or "project"), encoding="utf-8")
+    out.print(f"wrote {target}; next: persea harvest --project {directory}")
+
+
+@app.command()
+def harvest(project: Optional[Path] = ProjectOpt):
+    """Run every teacher over the prompts into the cache (resumes where it stopped)."""
+    from persea.harvest import run_harvest
+    from persea.project import load_project
+
+    proj = load_project(project)
+    result = run_harvest(proj, console=console)
+    table = Table(title=f"harvest: {result.prompts} prompts x {len(result.teachers)} teachers")
+    for col in ("teacher", "responses", "tokens", "bytes/token", "max |Δlogp|", "KL(top-k)",
+                "exact match", "shards new/kept"):
+        table.add_column(col, justify="right" if col != "teacher" else "left")
+    for t in result.teachers:
+        acc = f"{t.correct / t.checked:.1%}" if t.checked else "n/a"
+        table.add_row(t.name, str(t.responses), str(t.tokens), f"{t.bytes_per_token:.1f}",
+                      f"{t.stats.get('max_abs_logprob', 0):.4f}",
+                      f"{t.stats.get('kl_topk_mean', 0):.2e}", acc,
+                      f"{t.shards_written}/{t.shards_skipped}")
+    out.print(table)
+    k = proj.spec.harvest.top_k
+    out.print(f"cache: {result.out}  ({result.bytes / 1e6:.2f} MB for {result.tokens} tokens: "
+              f"{result.bytes_per_token:.1f} bytes per token at top-{k})")
+
+
+@app.command()
+def teachers():
+    """List the built-in teachers."""
+    from persea.toyworld.builtin import BUILTIN_TEACHERS
+
+    table = Table(title="built-in teachers")
+    for col in ("name", "architecture", "tokenizer", "strong on", "weak on"):
+        table.add_column(col)
+    for t in BUILTIN_TEACHERS.values():
+        table.add_row(t.name, t.architecture, t.tokenizer_kind, ", ".join(t.strong_skills),
+                      ", ".join(t.weak_skills))
+    out.print(table)
+
+
+def main() -> None:
+    """Entry point: every `PerseaError` becomes one red line and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except PerseaError as err:
+        console.print(f"[red]error:[/red] {err.message}", highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]; run the same command again to resume")
+        sys.exit(130)
+    except Exception as err:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            console.print(f"[red]error:[/red] {err.format_message()}", highlight=False)
+            sys.exit(err.exit_code)
+        if isinstance(err, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,223 @@
+"""`persea harvest`: every teacher answers every prompt; the answers go to the cache.
+
+The work is cut into shards of `shard_size` prompts per teacher. A shard is generated in
+batches and written atomically, so after a crash or `kill -9` the same command skips the
+shards that exist and does the rest; the batches of a shard are the same either way, so the
+result is byte-identical to an uninterrupted run. A cache made with other settings is never
+written into: the command stops and says what differs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                           TextColumn, TimeRemainingColumn)
+from rich.text import Text
+
+from persea.errors import PerseaError
+from persea.harvest import prompts as prompt_io
+from persea.harvest import quant, shards
+from persea.models.fingerprint import sha256_file
+
+FORMAT = "persea-harvest/1"
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} prompts/s" if speed else "-- prompts/s", style="cyan")
+
+
+@dataclass
+class TeacherSummary:
+    name: str
+    responses: int = 0
+    tokens: int = 0
+    bytes: int = 0
+    correct: int = 0
+    checked: int = 0
+    shards_written: int = 0
+    shards_skipped: int = 0
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def bytes_per_token(self) -> float:
+        return self.bytes / self.tokens if self.tokens else 0.0
+
+
+@dataclass
+class HarvestResult:
+    out: Path
+    prompts: int
+    teachers: list[TeacherSummary]
+
+    @property
+    def tokens(self) -> int:
+        return sum(t.tokens for t in self.teachers)
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.bytes for t in self.teachers)
+
+    @property
+    def bytes_per_token(self) -> float:
+        return self.bytes / self.tokens if self.tokens else 0.0
+
+
+def _plan(project, records) -> dict:
+    h = project.spec.harvest
+    return {"format": FORMAT, "project": project.spec.name, "prompts": len(records),
+            "prompts_sha256": prompt_io.digest(records), "top_k": h.top_k,
+            "max_new_tokens": h.max_new_tokens, "shard_size": h.shard_size,
+            "teachers": [t.name for t in project.spec.teachers]}
+
+
+def _check_same(path: Path, expected: dict, what: str) -> None:
+    """Refuse to write into a cache made with other settings; name what differs."""
+    if not path.exists():
+        return
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise PerseaError(f"{path} is unreadable; remove the cache directory to start over") \
+            from None
+    diffs = [f"{k}: cache has {found.get(k)!r}, now {v!r}"
+             for k, v in expected.items() if found.get(k) != v]
+    if diffs:
+        raise PerseaError(f"the cache at {path.parent} was made with different {what} "
+                          f"({'; '.join(diffs)}); set another `harvest.out` or delete it")
+
+
+def _dump(obj: dict) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
+def _merge_stats(per_shard: list[dict], tokens: list[int]) -> dict:
+    if not per_shard:
+        return {}
+    total = max(sum(tokens), 1)
+    return {"max_abs_logprob": max(s["max_abs_logprob"] for s in per_shard),
+            "mean_abs_prob": sum(s["mean_abs_prob"] * n for s, n in zip(per_shard, tokens))
+            / total,
+            "kl_topk_mean": sum(s["kl_topk_mean"] * n for s, n in zip(per_shard, tokens))
+            / total}
+
+
+def pick_backend(spec, kind: str, project=None):
+    """The model object for a teacher: vLLM when asked for (or, with `auto`, when it is
+    installed and a GPU is present) and the teacher is a local or hub checkpoint."""
+    from persea.models import load_teacher
+
+    if kind != "transformers" and (spec.path or spec.hub or spec.builtin):
+        from persea.models.vllm_backend import vllm_available
+
+        if kind == "vllm" or vllm_available():
+            from persea.models.vllm_backend import load_vllm
+
+            return load_vllm(spec, project)
+    return load_teacher(spec, project)
+
+
+def run_harvest(project, console: Console | None = None, load=None) -> HarvestResult:
+    """Harvest every teacher of `project` into `project.spec.harvest.out`."""
+    h = project.spec.harvest
+    load = load or (lambda spec: pick_backend(spec, h.backend, project))
+    out = project.resolve(h.out)
+    records = prompt_io.load_prompts(project)
+    plan = _plan(project, records)
+    _check_same(out / "plan.json", plan, "settings")
+    out.mkdir(parents=True, exist_ok=True)
+    shards.clean_temporaries(out)
+    shards.write_text_atomic(out / "plan.json", _dump(plan))
+    shards.write_text_atomic(out / "prompts.jsonl", prompt_io.to_jsonl(records))
+
+    n_shards = (len(records) + h.shard_size - 1) // h.shard_size
+    summaries: list[TeacherSummary] = []
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                        MofNCompleteColumn(), _RateColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), console=console, disable=console is None,
+                        transient=False)
+    with progress:
+        for spec in project.spec.teachers:
+            tdir = out / spec.name
+            shards.clean_temporaries(tdir)
+            todo = [i for i in range(n_shards)
+                    if not (tdir / shards.SHARD_PATTERN.format(i)).exists()]
+            task = progress.add_task(spec.name, total=len(records))
+            progress.advance(task, len(records) - sum(
+                len(records[i * h.shard_size:(i + 1) * h.shard_size]) for i in todo))
+            summary = TeacherSummary(spec.name, shards_skipped=n_shards - len(todo))
+            if todo:
+                model = load(spec)
+                info = {"name": spec.name, "source": spec.source,
+                        "fingerprint": model.fingerprint,
+                        "tokenizer_fingerprint": model.tokenizer_fingerprint,
+                        "vocab_size": model.vocab_size,
+                        "id_dtype": str(shards.id_type(model.vocab_size))}
+                _check_same(tdir / "teacher.json", info, f"teacher {spec.name!r}")
+                tdir.mkdir(parents=True, exist_ok=True)
+                if getattr(model, "tokenizer", None) is not None and \
+                        not (tdir / "tokenizer").exists():
+                    tmp_tok = tdir / ".tokenizer.tmp"
+                    model.tokenizer.save_pretrained(str(tmp_tok))
+                    tmp_tok.rename(tdir / "tokenizer")
+                shards.write_text_atomic(tdir / "teacher.json", _dump(info))
+                for i in todo:
+                    chunk = records[i * h.shard_size:(i + 1) * h.shard_size]
+                    rows = []
+                    for b in range(0, len(chunk), h.batch_size):
+                        batch = chunk[b:b + h.batch_size]
+                        traces = model.generate([r.prompt for r in batch], h.max_new_tokens,
+                                                h.top_k)
+                        rows += [(i * h.shard_size + b + j, r.id, t)
+                                 for j, (r, t) in enumerate(zip(batch, traces))]
+                        progress.advance(task, len(batch))
+                    table, exact = shards.traces_to_table(rows, h.top_k, model.vocab_size)
+                    shards.write_shard(tdir / shards.SHARD_PATTERN.format(i), table,
+                                       quant.reconstruction_error(exact))
+                    summary.shards_written += 1
+            summaries.append(summary)
+    return _finish(out, plan, records, summaries, n_shards)
+
+
+def _finish(out: Path, plan: dict, records, summaries, n_shards: int) -> HarvestResult:
+    """Read every shard back, check answers where known, and write manifest.json last."""
+    from persea.toyworld import SKILLS
+
+    manifest = {"plan": plan, "teachers": {}}
+    for s in summaries:
+        tdir = out / s.name
+        info = json.loads((tdir / "teacher.json").read_text(encoding="utf-8"))
+        files, stats, tokens = [], [], []
+        for i in range(n_shards):
+            path = tdir / shards.SHARD_PATTERN.format(i)
+            table = shards.read_shard(path)
+            n_tok = sum(len(x) for x in table.column("token_ids").to_pylist())
+            size = path.stat().st_size
+            files.append({"file": path.name, "sha256": sha256_file(path),
+                          "rows": table.num_rows, "tokens": n_tok, "bytes": size})
+            stats.append(shards.shard_stats(path))
+            tokens.append(n_tok)
+            s.responses += table.num_rows
+            s.tokens += n_tok
+            s.bytes += size
+            for idx, text in zip(table.column("prompt_index").to_pylist(),
+                                 table.column("text").to_pylist()):
+                rec = records[idx]
+                if rec.answer is not None and rec.skill in SKILLS:
+                    s.checked += 1
+                    s.correct += SKILLS[rec.skill].check(rec.answer, text)
+        s.stats = _merge_stats(stats, tokens)
+        manifest["teachers"][s.name] = {
+            **info, "shards": files, "responses": s.responses, "tokens": s.tokens,
+            "bytes": s.bytes, "bytes_per_token": round(s.bytes_per_token, 2),
+            "reconstruction_error": {k: round(v, 6) for k, v in s.stats.items()}}
+    result = HarvestResult(out, len(records), summaries)
+    manifest["total"] = {"tokens": result.tokens, "bytes": result.bytes,
+                         "bytes_per_token": round(result.bytes_per_token, 2)}
+    shards.write_text_atomic(out / "manifest.json", _dump(manifest))
+    return result

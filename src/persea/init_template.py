@@ -1,0 +1,40 @@
+"""The commented example project that `persea init` writes."""
+
+EXAMPLE_PROJECT = """\
+# persea project file. Every stage (`persea harvest`, ...) reads it from the current
+# directory, or from the directory given with --project. Relative paths are resolved
+# from this file's directory. Unknown fields are an error, not a silent default.
+name: {name}
+seed: 0
+
+# The teachers to distil from: each needs a unique name and exactly one source:
+#   builtin: qwen3-toy | gemma3-toy | gptoss-toy   (the tiny teachers shipped with persea)
+#   path: ./models/my-model                        (a local Hugging Face model directory)
+#   hub: Qwen/Qwen3-0.6B                           (needs the network or a local HF cache)
+#   gguf: ./gemma-3-270m-Q4_K_M.gguf               (a GGUF file, loaded by transformers)
+#   endpoint: http://127.0.0.1:8000/v1             (an OpenAI-compatible API, black box;
+#     model: NAME, api_key_env: OPENAI_API_KEY)     also give the model name it serves)
+teachers:
+  - name: qwen3-toy      # Qwen3 architecture, byte-level BPE
+    builtin: qwen3-toy
+  - name: gemma3-toy     # Gemma3 architecture, Unigram (SentencePiece-style)
+    builtin: gemma3-toy
+  - name: gptoss-toy     # gpt-oss mixture of experts, character-level tokenizer
+    builtin: gptoss-toy
+
+# What the teachers answer: toy-world items (split, how many per skill), or
+# `file: prompts.jsonl` with one {{"id": ..., "prompt": ..., "skill": ...}} object a line.
+prompts:
+  toyworld:
+    split: train
+    per_skill: 48
+
+# Harvest: every teacher answers every prompt; the cache keeps, per token, its id,
+# character span, chosen log-probability and the top_k alternatives.
+harvest:
+  out: cache/harvest
+  top_k: 32
+  max_new_tokens: 24
+  batch_size: 48
+  shard_size: 48
+"""

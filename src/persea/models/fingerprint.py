@@ -1,0 +1,46 @@
+"""Content fingerprints: a cache records which exact teacher and tokenizer produced it."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint_files(paths: list[Path]) -> str:
+    """SHA-256 over the names and contents of the given files, in name order."""
+    h = hashlib.sha256()
+    for p in sorted(paths, key=lambda p: p.name):
+        h.update(p.name.encode() + b"\x00" + sha256_file(p).encode() + b"\n")
+    return h.hexdigest()
+
+
+def fingerprint_model_dir(directory: Path) -> str:
+    files = [p for p in directory.iterdir()
+             if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name == "config.json")]
+    return fingerprint_files(files)
+
+
+def fingerprint_tokenizer(tokenizer) -> str:
+    """SHA-256 of the tokenizer's canonical serialisation and chat template."""
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    else:  # a slow tokenizer: fall back to its vocabulary
+        h.update(repr(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(b"\x00" + (getattr(tokenizer, "chat_template", None) or "").encode())
+    return h.hexdigest()
+
+
+def fingerprint_text(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()

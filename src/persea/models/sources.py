@@ -1,0 +1,100 @@
+"""Loading a teacher from any of its sources into a `LanguageModel`.
+
+Every failure a person can cause (a path that is not there, a hub id while offline, a
+damaged GGUF file) becomes a `PerseaError` naming the teacher and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from persea.errors import PerseaError
+from persea.models.fingerprint import fingerprint_files, fingerprint_model_dir, fingerprint_text
+from persea.models.gguf_file import check_gguf
+from persea.models.hf import HFModel
+from persea.models.hub import hub_endpoint, offline_by_env, reachable
+
+
+def _load_transformers(location: str, **kwargs):
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    tok = AutoTokenizer.from_pretrained(location, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype="float32", **kwargs)
+    return model, tok
+
+
+def load_hf_dir(name: str, directory: Path, chat_template: bool = True) -> HFModel:
+    where = f"teacher {name!r}"
+    if not directory.exists():
+        raise PerseaError(f"{where}: path does not exist: {directory} (expected a Hugging Face "
+                          "model directory with config.json)")
+    if not (directory / "config.json").is_file():
+        raise PerseaError(f"{where}: {directory} has no config.json (expected a Hugging Face "
+                          "model directory saved with save_pretrained)")
+    try:
+        model, tok = _load_transformers(str(directory), local_files_only=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise PerseaError(f"{where}: cannot load model from {directory}: "
+                          f"{str(err).splitlines()[0]}") from None
+    return HFModel(name, model, tok, fingerprint_model_dir(directory), chat_template)
+
+
+def load_hub(name: str, repo_id: str, revision: str | None = None,
+             chat_template: bool = True) -> HFModel:
+    """A hub id: from the local cache if it is there, else downloaded, but only when the
+    hub answers; offline it fails at once."""
+    where = f"teacher {name!r}"
+    try:  # already cached: no network needed
+        model, tok = _load_transformers(repo_id, revision=revision, local_files_only=True)
+    except (OSError, ValueError):
+        flag = offline_by_env()
+        if flag:
+            raise PerseaError(f"{where}: hub id {repo_id!r} is not in the local cache and the "
+                              f"network is off ({flag} is set); download it where there is "
+                              "network, or give `path:` to a local copy") from None
+        endpoint = hub_endpoint()
+        if not reachable(endpoint):
+            raise PerseaError(f"{where}: hub id {repo_id!r} is not in the local cache and "
+                              f"{endpoint} cannot be reached; give `path:` to a local copy "
+                              "instead") from None
+        try:
+            model, tok = _load_transformers(repo_id, revision=revision)
+        except (OSError, ValueError) as err:
+            raise PerseaError(f"{where}: cannot load hub id {repo_id!r}: "
+                              f"{str(err).splitlines()[0]}") from None
+    fp = fingerprint_text("hub", repo_id, str(getattr(model.config, "_commit_hash", revision)))
+    return HFModel(name, model, tok, fp, chat_template)
+
+
+def load_gguf(name: str, path: Path, chat_template: bool = True) -> HFModel:
+    check_gguf(path, f"teacher {name!r}")
+    try:
+        model, tok = _load_transformers(str(path.parent), gguf_file=path.name)
+    except Exception as err:  # transformers raises many kinds on unsupported GGUF content
+        raise PerseaError(f"teacher {name!r}: transformers cannot load GGUF {path}: "
+                          f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+    return HFModel(name, model, tok, fingerprint_files([path]), chat_template)
+
+
+def load_teacher(spec, project=None):
+    """Build the model for a `persea.project.TeacherSpec`; paths resolve from the project."""
+    resolve = project.resolve if project is not None else (lambda p: Path(p).expanduser())
+    if spec.builtin is not None:
+        from persea.toyworld.builtin import BUILTIN_TEACHERS
+
+        if spec.builtin not in BUILTIN_TEACHERS:
+            raise PerseaError(f"teacher {spec.name!r}: unknown builtin {spec.builtin!r}; "
+                              f"expected one of: {', '.join(BUILTIN_TEACHERS)}")
+        return load_hf_dir(spec.name, BUILTIN_TEACHERS[spec.builtin].path, spec.chat_template)
+    if spec.path is not None:
+        return load_hf_dir(spec.name, resolve(spec.path), spec.chat_template)
+    if spec.hub is not None:
+        return load_hub(spec.name, spec.hub, spec.revision, spec.chat_template)
+    if spec.gguf is not None:
+        return load_gguf(spec.name, resolve(spec.gguf), spec.chat_template)
+    from persea.models.remote import EndpointModel
+
+    return EndpointModel(spec.name, spec.endpoint, spec.model, spec.api_key_env)

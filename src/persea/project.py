@@ -1,0 +1,163 @@
+"""The project file, `persea.yaml`, as Pydantic models.
+
+Every stage reads its settings from here. A mistake is reported as one line that names the
+field (as a path such as `teachers[1].top_k`), the value found and what was expected;
+unknown fields are mistakes too, since a misspelt option silently ignored is worse.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from persea.errors import PerseaError
+
+PROJECT_FILE = "persea.yaml"
+TEACHER_SOURCES = ("builtin", "path", "hub", "gguf", "endpoint")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TeacherSpec(_Strict):
+    """One teacher, from exactly one source."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)
+    builtin: str | None = None  # one of persea.toyworld.builtin.BUILTIN_TEACHERS
+    path: str | None = None  # a local Hugging Face model directory
+    hub: str | None = None  # a hub id such as Qwen/Qwen3-0.6B (needs the network or a cache)
+    revision: str | None = None
+    gguf: str | None = None  # a .gguf file, loaded through transformers
+    endpoint: str | None = None  # base URL of an OpenAI-compatible API (black box)
+    model: str | None = None  # the model name to ask the endpoint for
+    api_key_env: str = "OPENAI_API_KEY"
+    chat_template: bool = True  # wrap prompts in the tokenizer's chat template when it has one
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TeacherSpec":
+        given = [s for s in TEACHER_SOURCES if getattr(self, s) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one source of {', '.join(TEACHER_SOURCES)}; found "
+                f"{', '.join(given) if given else 'none'}")
+        if self.endpoint is not None and not self.model:
+            raise ValueError("an endpoint teacher needs `model:` (the name the endpoint serves)")
+        return self
+
+    @property
+    def source(self) -> str:
+        return next(s for s in TEACHER_SOURCES if getattr(self, s) is not None)
+
+
+class ToyworldPrompts(_Strict):
+    split: Literal["train", "dev", "test"] = "train"
+    per_skill: int = Field(64, ge=1, le=100_000)
+    skills: list[str] | None = None
+    seed: int = 0
+
+
+class PromptsSpec(_Strict):
+    """Where harvest prompts come from: the toy world, or a JSONL file of
+    `{"id": ..., "prompt": ..., "skill": ...}` lines (`skill` optional)."""
+
+    toyworld: ToyworldPrompts | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PromptsSpec":
+        if (self.toyworld is None) == (self.file is None):
+            raise ValueError("give exactly one of `toyworld:` or `file:`")
+        return self
+
+
+class HarvestSpec(_Strict):
+    out: str = "cache/harvest"
+    top_k: int = Field(32, ge=1, le=256)
+    max_new_tokens: int = Field(32, ge=1, le=4096)
+    batch_size: int = Field(32, ge=1, le=4096)
+    shard_size: int = Field(64, ge=1, le=1_000_000)
+    backend: Literal["auto", "transformers", "vllm"] = "auto"
+
+
+class Project(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    seed: int = 0
+    teachers: list[TeacherSpec] = Field(min_length=1)
+    prompts: PromptsSpec = PromptsSpec(toyworld=ToyworldPrompts())
+    harvest: HarvestSpec = HarvestSpec()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Project":
+        names = [t.name for t in self.teachers]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"teacher names must be unique; repeated: {', '.join(dup)}")
+        return self
+
+
+class LoadedProject:
+    """A validated project and the directory that relative paths in it are resolved from."""
+
+    def __init__(self, spec: Project, root: Path, file: Path):
+        self.spec = spec
+        self.root = root
+        self.file = file
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.root / p)
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(err: ValidationError, file: str) -> str:
+    """One line per problem: `file: field: message (found: value)`; the first comes first."""
+    lines = []
+    for e in err.errors():
+        loc = _where(tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p)))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) or e["type"] == "missing" else f" (found: {value!r})"
+        lines.append(f"{file}: {loc}: {msg}{shown}")
+    return lines[0] + (f" — and {len(lines) - 1} more problem(s)" if len(lines) > 1 else "")
+
+
+def parse_project(data: Any, file: str = PROJECT_FILE) -> Project:
+    if not isinstance(data, dict):
+        raise PerseaError(f"{file}: expected a mapping of settings at the top level, "
+                          f"found {type(data).__name__}")
+    try:
+        return Project.model_validate(data)
+    except ValidationError as err:
+        raise PerseaError(format_validation_error(err, file)) from None
+
+
+def load_project(path: str | Path | None = None) -> LoadedProject:
+    """Load `persea.yaml` from a project directory (default: the current one) or a file."""
+    p = Path(path or ".").expanduser()
+    file = p / PROJECT_FILE if p.is_dir() else p
+    if not file.is_file():
+        raise PerseaError(f"no project file at {file}: run `persea init DIR` to create one, "
+                          "or pass --project PATH")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise PerseaError(f"{file}: not valid YAML{where}: {problem}") from None
+    return LoadedProject(parse_project(data, str(file)), file.parent.resolve(), file)
