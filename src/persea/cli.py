@@ -43,14 +43,31 @@ def init(directory: Path = typer.Argument(..., help="Directory for the new proje
     out.print(f"wrote {target}; next: persea harvest --project {directory}")
 
 
+def _parse_worker(value: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise PerseaError(f"--worker {value!r}: expected I/N, for example 0/4") from None
+    return i, n
+
+
 @app.command()
-def harvest(project: Optional[Path] = ProjectOpt):
+def harvest(project: Optional[Path] = ProjectOpt,
+            teacher: Optional[list[str]] = typer.Option(
+                None, "--teacher", "-t", help="Only this teacher (repeatable)."),
+            worker: str = typer.Option("0/1", help="I/N: only shards whose index is I mod N, "
+                                       "to split a harvest across processes or machines.")):
     """Run every teacher over the prompts into the cache (resumes where it stopped)."""
     from persea.harvest import run_harvest
     from persea.project import load_project
 
     proj = load_project(project)
-    result = run_harvest(proj, console=console)
+    result = run_harvest(proj, console=console, teachers=teacher or None,
+                         worker=_parse_worker(worker))
+    if result is None:
+        out.print("this worker's shards are done; the run that finds all shards present "
+                  "writes manifest.json (run `persea harvest` once more when all are done)")
+        return
     table = Table(title=f"harvest: {result.prompts} prompts x {len(result.teachers)} teachers")
     for col in ("teacher", "responses", "tokens", "bytes/token", "max |Δlogp|", "KL(top-k)",
                 "exact match", "shards new/kept"):

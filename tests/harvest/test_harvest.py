@@ -189,3 +189,19 @@ def test_cli_init_then_refuses_to_overwrite(tmp_path):
     assert (tmp_path / "new" / "persea.yaml").is_file()
     proc = run_cli("init", str(tmp_path / "new"))
     assert proc.returncode == 2 and "already exists" in proc.stderr
+
+
+def test_workers_split_shards_and_last_run_writes_manifest(tmp_path, tiny_model_dir):
+    reference = run_harvest(load_project(write_project(tmp_path / "ref", tiny_model_dir)))
+    proj = load_project(write_project(tmp_path / "split", tiny_model_dir))
+    assert run_harvest(proj, teachers=["alpha"], worker=(0, 2)) is None
+    out = proj.resolve("cache/harvest")
+    assert sorted(p.name for p in (out / "alpha").glob("shard-*")) == [
+        "shard-00000.parquet", "shard-00002.parquet", "shard-00004.parquet"]
+    assert run_harvest(proj, worker=(1, 2)) is None  # alpha odd shards, beta odd shards
+    final = run_harvest(proj)  # beta's even shards, then the manifest
+    assert final is not None and tree(final.out) == tree(reference.out)
+    with pytest.raises(PerseaError, match="--teacher gamma: no such teacher"):
+        run_harvest(proj, teachers=["gamma"])
+    with pytest.raises(PerseaError, match="--worker 2/2"):
+        run_harvest(proj, worker=(2, 2))

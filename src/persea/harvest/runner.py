@@ -122,16 +122,33 @@ def pick_backend(spec, kind: str, project=None):
     return load_teacher(spec, project)
 
 
-def run_harvest(project, console: Console | None = None, load=None) -> HarvestResult:
-    """Harvest every teacher of `project` into `project.spec.harvest.out`."""
+def run_harvest(project, console: Console | None = None, load=None,
+                teachers: list[str] | None = None, worker: tuple[int, int] = (0, 1)
+                ) -> HarvestResult | None:
+    """Harvest every teacher of `project` into `project.spec.harvest.out`.
+
+    `teachers` limits the run to some teachers and `worker=(i, n)` to the shards whose index
+    is i modulo n, so that several processes or machines sharing the cache directory can
+    split the work; each writes whole shards only. The run that finds every shard of every
+    teacher present writes `manifest.json` and returns the result; others return None.
+    """
     h = project.spec.harvest
+    names = [t.name for t in project.spec.teachers]
+    unknown = sorted(set(teachers or []) - set(names))
+    if unknown:
+        raise PerseaError(f"--teacher {', '.join(unknown)}: no such teacher in the project "
+                          f"(it has: {', '.join(names)})")
+    part, parts = worker
+    if not (parts >= 1 and 0 <= part < parts):
+        raise PerseaError(f"--worker {part}/{parts}: expected I/N with 0 <= I < N")
     load = load or (lambda spec: pick_backend(spec, h.backend, project))
     out = project.resolve(h.out)
     records = prompt_io.load_prompts(project)
     plan = _plan(project, records)
     _check_same(out / "plan.json", plan, "settings")
     out.mkdir(parents=True, exist_ok=True)
-    shards.clean_temporaries(out)
+    if parts == 1:
+        shards.clean_temporaries(out)
     shards.write_text_atomic(out / "plan.json", _dump(plan))
     shards.write_text_atomic(out / "prompts.jsonl", prompt_io.to_jsonl(records))
 
@@ -143,13 +160,16 @@ def run_harvest(project, console: Console | None = None, load=None) -> HarvestRe
                         transient=False)
     with progress:
         for spec in project.spec.teachers:
+            if teachers and spec.name not in teachers:
+                continue
             tdir = out / spec.name
-            shards.clean_temporaries(tdir)
-            todo = [i for i in range(n_shards)
-                    if not (tdir / shards.SHARD_PATTERN.format(i)).exists()]
+            if parts == 1:  # with several workers, a temporary may be another one's
+                shards.clean_temporaries(tdir)
+            todo = [i for i in range(n_shards) if i % parts == part
+                    and not (tdir / shards.SHARD_PATTERN.format(i)).exists()]
             task = progress.add_task(spec.name, total=len(records))
-            progress.advance(task, len(records) - sum(
-                len(records[i * h.shard_size:(i + 1) * h.shard_size]) for i in todo))
+            progress.update(task, total=sum(len(records[i * h.shard_size:(i + 1) * h.shard_size])
+                                            for i in todo))
             summary = TeacherSummary(spec.name, shards_skipped=n_shards - len(todo))
             if todo:
                 model = load(spec)
@@ -181,6 +201,12 @@ def run_harvest(project, console: Console | None = None, load=None) -> HarvestRe
                                        quant.reconstruction_error(exact))
                     summary.shards_written += 1
             summaries.append(summary)
+    complete = all((out / t / shards.SHARD_PATTERN.format(i)).exists()
+                   for t in names for i in range(n_shards))
+    if not complete:
+        return None
+    done = {s.name: s for s in summaries}
+    summaries = [done.get(t, TeacherSummary(t, shards_skipped=n_shards)) for t in names]
     return _finish(out, plan, records, summaries, n_shards)
 
 
