@@ -10,6 +10,13 @@ from persea.models.fingerprint import fingerprint_tokenizer
 from persea.models.protocol import Trace
 
 
+def special_token_ids(tokenizer) -> set[int]:
+    """Ids that decode to nothing with skip_special_tokens: the named special tokens and
+    every added token marked special (chat-template markers such as <|im_start|>)."""
+    return set(tokenizer.all_special_ids) | {
+        i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+
+
 class HFModel:
     """Wraps a loaded `PreTrainedModel` and its fast tokenizer.
 
@@ -30,8 +37,7 @@ class HFModel:
         self.use_chat_template = use_chat_template and bool(tokenizer.chat_template)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.special_ids = set(tokenizer.all_special_ids) | set(
-            i for i, t in tokenizer.added_tokens_decoder.items() if t.special)
+        self.special_ids = special_token_ids(tokenizer)
         self.stop_ids = self._stop_ids()
 
     # -- identity ---------------------------------------------------------------------

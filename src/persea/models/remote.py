@@ -105,8 +105,11 @@ class EndpointModel:
                 raise PerseaError(f"teacher {self.name!r}: cannot reach endpoint "
                                   f"{self.base_url}") from None
             except openai.APIStatusError as err:
+                body = err.body if isinstance(err.body, dict) else {}
+                detail = body.get("error", body).get("message") if isinstance(
+                    body.get("error", body), dict) else None
                 raise PerseaError(f"teacher {self.name!r}: endpoint {self.base_url} answered "
-                                  f"{err.status_code}: {err.message}") from None
+                                  f"{err.status_code}: {detail or err.message}") from None
             choice = resp.choices[0]
             entries = choice.logprobs.content if choice.logprobs is not None else None
             traces.append(_to_trace(choice.message.content or "", entries, top_k))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from persea.errors import PerseaError
 from persea.models.fingerprint import fingerprint_files, fingerprint_model_dir, fingerprint_text
 from persea.models.gguf_file import check_gguf
@@ -36,7 +38,7 @@ def load_hf_dir(name: str, directory: Path, chat_template: bool = True) -> HFMod
                           "model directory saved with save_pretrained)")
     try:
         model, tok = _load_transformers(str(directory), local_files_only=True)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, SafetensorError) as err:  # damaged weights too
         raise PerseaError(f"{where}: cannot load model from {directory}: "
                           f"{str(err).splitlines()[0]}") from None
     return HFModel(name, model, tok, fingerprint_model_dir(directory), chat_template)

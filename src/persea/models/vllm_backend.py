@@ -14,6 +14,7 @@ import numpy as np
 
 from persea.errors import PerseaError
 from persea.models.fingerprint import fingerprint_model_dir, fingerprint_text, fingerprint_tokenizer
+from persea.models.hf import special_token_ids
 from persea.models.offsets import spans_from_ids
 from persea.models.protocol import Trace
 
@@ -35,7 +36,7 @@ class VLLMModel:
         self.tokenizer = self.llm.get_tokenizer()
         self._fingerprint = fingerprint
         self.use_chat_template = chat_template and bool(self.tokenizer.chat_template)
-        self.special_ids = set(self.tokenizer.all_special_ids)
+        self.special_ids = special_token_ids(self.tokenizer)
 
     @property
     def fingerprint(self) -> str:
