@@ -183,3 +183,18 @@ def test_a_new_chat_template_changes_the_tokenizer_fingerprint(tiny, tiny_model_
     assert model.tokenizer.chat_template != tiny.tokenizer.chat_template
     assert model.tokenizer_fingerprint != tiny.tokenizer_fingerprint
     assert model.fingerprint == tiny.fingerprint  # the weights did not change
+
+
+def test_checkpoint_processors_do_not_skew_the_recorded_choice(tiny_model_dir, tmp_path):
+    """A checkpoint whose generation config penalises repeats would pick tokens that are not
+    the top-1 of the distribution we record; generation ignores its processors."""
+    from transformers import GenerationConfig
+
+    shutil.copytree(tiny_model_dir, tmp_path / "m")
+    cfg = GenerationConfig.from_pretrained(tmp_path / "m")
+    cfg.repetition_penalty = 50.0
+    cfg.save_pretrained(tmp_path / "m")
+    model = load_hf_dir("penalised", tmp_path / "m")
+    assert GenerationConfig.from_pretrained(tmp_path / "m").repetition_penalty == 50.0
+    for tr in model.generate(["What is 1 + 1?", "Sort these words: b, a"], 16, top_k=4):
+        assert tr.topk_ids[:, 0].tolist() == tr.token_ids

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from transformers import GenerationConfig
 
 from persea.models.offsets import spans_from_ids
 from persea.models.fingerprint import fingerprint_tokenizer
@@ -39,6 +40,12 @@ class HFModel:
             tokenizer.pad_token = tokenizer.eos_token
         self.special_ids = special_token_ids(tokenizer)
         self.stop_ids = self._stop_ids()
+        # Plain greedy decoding: the checkpoint's own processors (a repetition penalty, ...)
+        # would make the chosen token differ from the top-1 of the distribution we record,
+        # and transformers fills unset fields of a passed config from the checkpoint's.
+        self.model.generation_config = GenerationConfig(
+            do_sample=False, eos_token_id=sorted(self.stop_ids) or None,
+            pad_token_id=tokenizer.pad_token_id)
 
     # -- identity ---------------------------------------------------------------------
     @property
@@ -108,9 +115,7 @@ class HFModel:
         input_ids, mask = self._left_pad([self.format_prompt(p) for p in prompts])
         out = self.model.generate(
             input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-            do_sample=False, output_logits=True, return_dict_in_generate=True,
-            eos_token_id=sorted(self.stop_ids) or None,
-            pad_token_id=self.tokenizer.pad_token_id)
+            output_logits=True, return_dict_in_generate=True)
         steps = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # [B, T, V]
         new = out.sequences[:, input_ids.shape[1]:].tolist()
         traces = []
