@@ -1,0 +1,94 @@
+"""What each token id *is*, as bytes of text, for any Hugging Face fast tokenizer.
+
+Cross-tokenizer distillation matches a teacher's candidate tokens to the student's
+vocabulary by exact string. Token strings as stored in a vocabulary are not text: byte-level
+BPE writes bytes as printable stand-ins (`Ġ` for a space), SentencePiece writes `▁` for a
+space and `<0xE2>` for a raw byte, WordPiece writes `##` for a continuation. This module
+turns every id into the bytes it contributes to decoded text, so that `Ġthe`, `▁the` and
+` the` all become `b" the"` and match. Special tokens have no text and map to None.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+
+_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+@lru_cache(maxsize=1)
+def _byte_level_decoding() -> dict[str, int]:
+    """The inverse of GPT-2's bytes-to-printable-characters table."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+def _decoder_types(tokenizer) -> tuple[set[str], str]:
+    """Decoder component types, and the Metaspace replacement character if any."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str()).get("decoder") or {}
+    parts = spec.get("decoders", [spec]) if spec.get("type") == "Sequence" else [spec]
+    types = {p.get("type") for p in parts if p}
+    replacement = next((p.get("replacement", "▁") for p in parts if p.get("type") == "Metaspace"),
+                       "▁")
+    return types, replacement
+
+
+def special_ids(tokenizer) -> set[int]:
+    return set(tokenizer.all_special_ids) | {
+        i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+
+
+def token_bytes(tokenizer) -> list[bytes | None]:
+    """For every id `0 .. len(tokenizer)-1`: the bytes it adds to decoded text, or None for
+    special tokens. Ids missing from the vocabulary (padding rows) are None as well."""
+    types, metaspace = _decoder_types(tokenizer)
+    byte_level = "ByteLevel" in types
+    table = _byte_level_decoding()
+    skip = special_ids(tokenizer)
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    out: list[bytes | None] = []
+    for i, piece in enumerate(vocab):
+        if piece is None or i in skip:
+            out.append(None)
+            continue
+        if byte_level and all(ch in table for ch in piece):
+            out.append(bytes(table[ch] for ch in piece))
+            continue
+        m = _BYTE_PIECE.match(piece)
+        if m and "ByteFallback" in types:
+            out.append(bytes([int(m.group(1), 16)]))
+            continue
+        if "Metaspace" in types:
+            piece = piece.replace(metaspace, " ")
+        if "WordPiece" in types:
+            piece = piece[2:] if piece.startswith("##") else " " + piece
+        out.append(piece.encode("utf-8"))
+    return out
+
+
+def vocab_map(source: list[bytes | None], target: list[bytes | None],
+              specials: dict[int, int] | None = None) -> list[int]:
+    """For every source id, the target id with exactly the same bytes, or -1.
+
+    `specials` maps special source ids to target ids by role (end of turn to end of turn),
+    since special tokens have no text to match on. When several target ids share the same
+    bytes (rare: a duplicate added token) the lowest id is used.
+    """
+    index: dict[bytes, int] = {}
+    for tid, b in enumerate(target):
+        if b is not None and b not in index:
+            index[b] = tid
+    mapping = [index.get(b, -1) if b is not None else -1 for b in source]
+    for s, t in (specials or {}).items():
+        if 0 <= s < len(mapping):
+            mapping[s] = t
+    return mapping
