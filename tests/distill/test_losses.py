@@ -77,14 +77,14 @@ def test_sorted_l1_by_hand():
 
 
 def test_cross_tokenizer_kd_by_hand():
-    # student q = .4 .3 .2 .1; teacher candidates p = .5 .3 .1 (tail .1) mapped to 2, -, 0
+    # student q = .4 .3 .2 .1; teacher candidates p = .5 .2 .1 (tail .2) mapped to 2, -, 0
     z = logits(0.4, 0.3, 0.2, 0.1)
     mapped = torch.tensor([[2, -1, 0]])
-    lp = torch.log(torch.tensor([[0.5, 0.3, 0.1]]))
-    tail = torch.tensor([0.1])
+    lp = torch.log(torch.tensor([[0.5, 0.2, 0.1]]))
+    tail = torch.tensor([0.2])
     # matched support {s2, s0, rest}: teacher (.5, .1, .4), student (.2, .4, .4)
     kl = 0.5 * math.log(0.5 / 0.2) + 0.1 * math.log(0.1 / 0.4)
-    # unmatched: teacher [.3] vs student outside {2, 0}: [.3, .1] -> |.3-.3| + |0-.1|
+    # unmatched: teacher [.2] vs the student's largest one outside {2, 0}: [.3] -> .1
     uld = 0.1
     got = L.cross_tokenizer_kd(z, mapped, lp, tail, uld_weight=1.0)
     assert got.item() == pytest.approx(kl + uld, abs=1e-5)
@@ -106,3 +106,10 @@ def test_unknown_divergence_and_bad_beta_are_errors():
         L.topk_kd(Z, IDS, LP, TAIL, "wasserstein")
     with pytest.raises(ValueError, match="0 < beta < 1"):
         L.topk_kd(Z, IDS, LP, TAIL, "jsd", beta=1.0)
+
+
+def test_cross_tokenizer_kd_with_everything_matched_is_topk_forward_kl():
+    z = logits(0.5, 0.3, 0.2)
+    same = L.cross_tokenizer_kd(z, IDS, LP, TAIL, T=1.5)
+    assert same.item() == pytest.approx(L.topk_kd(z, IDS, LP, TAIL, "forward", T=1.5).item(),
+                                        abs=1e-6)

@@ -129,7 +129,7 @@ def sorted_l1(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 def cross_tokenizer_kd(z: torch.Tensor, mapped_ids: torch.Tensor, topk_logp: torch.Tensor,
                        tail: torch.Tensor, T: float = 1.0, uld_weight: float = 1.0,
-                       uld_top: int = 32, mask: torch.Tensor | None = None) -> torch.Tensor:
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-tokenizer logit distillation at aligned positions: exact matches plus ULD.
 
     `mapped_ids[n, c]` is the student id whose text equals teacher candidate c, or -1. With
@@ -138,9 +138,11 @@ def cross_tokenizer_kd(z: torch.Tensor, mapped_ids: torch.Tensor, topk_logp: tor
     - on the support M + {rest}: KL(p || q), the teacher's rest being everything outside M
       (its unmatched candidates and its tail), the student's rest likewise its probability
       outside M: both sides sum to one on the same outcomes;
-    - on what does not match: sorted_l1(p_U, q_R), the teacher's unmatched candidate
-      probabilities against the student's `uld_top` largest probabilities outside M, as
-      raw masses (neither side is renormalised), as in ULD;
+    - on what does not match: sorted_l1(p_U, q_R), the teacher's |U| unmatched candidate
+      probabilities against the student's |U| largest probabilities outside M, as raw
+      masses (neither side is renormalised), as in ULD. Only |U| ranks are compared: past
+      them the teacher's mass is its tail, whose spread over tokens is unknown. With every
+      candidate matched the term vanishes and the loss is `topk_kd`'s forward KL;
 
         L = T^2 * mean_n [ KL_M(p || q) + uld_weight * sorted_l1(p_U, q_R) ]
 
@@ -160,7 +162,11 @@ def cross_tokenizer_kd(z: torch.Tensor, mapped_ids: torch.Tensor, topk_logp: tor
     excluded = torch.zeros_like(logq, dtype=torch.bool)
     excluded.scatter_(1, mapped_ids.clamp(min=0), matched)
     q_rest = torch.where(excluded, torch.zeros_like(logq), logq.exp())
-    q_top = q_rest.topk(min(uld_top, q_rest.shape[-1]), dim=-1).values
+    k = topk_logp.shape[-1]
+    q_top = q_rest.topk(min(k, q_rest.shape[-1]), dim=-1).values
+    n_unmatched = (p_u > 0).sum(-1, keepdim=True)
+    ranks = torch.arange(q_top.shape[-1], device=q_top.device)[None, :]
+    q_top = torch.where(ranks < n_unmatched, q_top, torch.zeros_like(q_top))
     uld = sorted_l1(p_u, q_top)
     return (T * T) * _masked_mean(kl + uld_weight * uld, mask)
 
