@@ -1,7 +1,8 @@
 """Cross-tokenizer alignment: token ids to text bytes, shared boundaries, chunks."""
 
+from persea.align.carry import carry_topk
 from persea.align.spans import Chunk, aligned_starts, boundaries, chunks
 from persea.align.tokens import special_ids, token_bytes, vocab_map
 
-__all__ = ["Chunk", "aligned_starts", "boundaries", "chunks", "special_ids", "token_bytes",
+__all__ = ["Chunk", "carry_topk", "aligned_starts", "boundaries", "chunks", "special_ids", "token_bytes",
            "vocab_map"]
