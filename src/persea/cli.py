@@ -85,6 +85,52 @@ def harvest(project: Optional[Path] = ProjectOpt,
 
 
 @app.command()
+def distill(project: Optional[Path] = ProjectOpt,
+            eval_per_skill: int = typer.Option(
+                50, help="Test items per skill for the closing quality table (0: skip).")):
+    """Train the student from the harvest cache (resumes from its last checkpoint)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from persea.distill.run import run_distill
+    from persea.project import load_project
+
+    proj = load_project(project)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} steps"), TextColumn("ETA"),
+                  TimeRemainingColumn(), console=console) as progress:
+        result = run_distill(proj, progress)
+    s = result.summary
+    out.print(f"student: {result.student_dir}  ({result.params:,} parameters; "
+              f"{result.used}/{result.examples} examples weighted in; "
+              f"{s['tokens_per_s']:,.0f} tokens/s; resumed from step {s['resumed_from']})")
+    out.print(f"loss curve: {result.run_dir / 'loss.csv'} and {result.run_dir / 'loss.png'}")
+    if eval_per_skill > 0:
+        _quality_table(proj, result.student_dir, eval_per_skill)
+
+
+def _quality_table(proj, student_dir: Path, per_skill: int) -> None:
+    from persea.evaluate.skills import skill_accuracy
+    from persea.models import load_hf_dir, load_teacher
+    from persea.toyworld import SKILLS
+
+    rows = [("student", skill_accuracy(load_hf_dir("student", student_dir),
+                                       per_skill=per_skill))]
+    for spec in proj.spec.teachers:
+        rows.append((spec.name, skill_accuracy(load_teacher(spec, proj), per_skill=per_skill)))
+    table = Table(title=f"exact match on the toy-world test split ({per_skill} items per skill)")
+    table.add_column("model")
+    for col in [*SKILLS, "overall"]:
+        table.add_column(col, justify="right")
+    for name, scores in rows:
+        table.add_row(name, *[f"{scores[c]:.2f}" for c in [*SKILLS, "overall"]])
+    out.print(table)
+    best = max(rows[1:], key=lambda r: r[1]["overall"])
+    verdict = "yes" if rows[0][1]["overall"] > best[1]["overall"] else "no"
+    out.print(f"student beats every teacher: {verdict} (overall {rows[0][1]['overall']:.2f} vs "
+              f"best teacher {best[0]} {best[1]['overall']:.2f})")
+
+
+@app.command()
 def teachers():
     """List the built-in teachers."""
     from persea.toyworld.builtin import BUILTIN_TEACHERS
@@ -98,8 +144,21 @@ def teachers():
     out.print(table)
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bars only: no per-file bars from transformers or the hub."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.logging.set_verbosity_error()
+
+
 def main() -> None:
     """Entry point: every `PerseaError` becomes one red line and exit status 2."""
+    _quiet_libraries()
     try:
         app(standalone_mode=False)
     except PerseaError as err:

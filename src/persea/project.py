@@ -83,12 +83,57 @@ class HarvestSpec(_Strict):
     backend: Literal["auto", "transformers", "vllm"] = "auto"
 
 
+class StudentSpec(_Strict):
+    """The student: a Llama-architecture model with a byte-level BPE tokenizer trained on
+    the harvest text."""
+
+    vocab_size: int = Field(512, ge=300, le=200_000)
+    hidden_size: int = Field(128, ge=16, le=16384)
+    layers: int = Field(4, ge=1, le=128)
+    heads: int = Field(4, ge=1, le=128)
+    intermediate_size: int = Field(384, ge=16, le=65536)
+
+
+class LossSpec(_Strict):
+    ce: float = Field(1.0, ge=0)  # ground-truth cross-entropy on the teachers' responses
+    kd: Literal["none", "topk", "xtok"] = "xtok"  # topk needs the student's own tokenizer
+    kd_weight: float = Field(1.0, ge=0)
+    divergence: Literal["forward", "reverse", "jsd"] = "forward"  # for kd: topk
+    beta: float = Field(0.5, gt=0, lt=1)
+    temperature: float = Field(1.0, gt=0)
+    uld_weight: float = Field(1.0, ge=0)
+    alm_weight: float = Field(0.0, ge=0)
+    token_confidence: bool = False
+
+
+class DistillSpec(_Strict):
+    out: str = "runs/student"
+    teachers: list[str] | None = None  # default: every teacher of the project
+    student: StudentSpec = StudentSpec()
+    loss: LossSpec = LossSpec()
+    weighting: list[Literal["uniform", "confidence", "verified", "best_teacher"]] = [
+        "verified"]
+    weighting_by_skill: dict[str, list[Literal["uniform", "confidence", "verified",
+                                               "best_teacher"]]] = {}
+    confidence_tau: float = Field(1.0, gt=0)
+    dev_per_skill: int = Field(50, ge=1, le=10_000)  # for best_teacher: dev items per skill
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(32, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    warmup: int = Field(30, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    checkpoint_every: int = Field(100, ge=1)
+    seed: int = 0
+
+
 class Project(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     seed: int = 0
     teachers: list[TeacherSpec] = Field(min_length=1)
     prompts: PromptsSpec = PromptsSpec(toyworld=ToyworldPrompts())
     harvest: HarvestSpec = HarvestSpec()
+    distill: DistillSpec = DistillSpec()
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Project":
@@ -96,6 +141,10 @@ class Project(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"teacher names must be unique; repeated: {', '.join(dup)}")
+        unknown = sorted(set(self.distill.teachers or []) - set(names))
+        if unknown:
+            raise ValueError(f"distill.teachers names unknown teacher(s) {', '.join(unknown)}; "
+                             f"the project has {', '.join(names)}")
         return self
 
 

@@ -59,4 +59,20 @@ HARMONY = ChatFormat(
     pad="<|endoftext|>",
 )
 
-FORMATS = {f.family: f for f in (QWEN, GEMMA, HARMONY)}
+# The student's own format (Llama 3 style): persea's models are Llama-architecture.
+LLAMA = ChatFormat(
+    family="llama",
+    template=(
+        "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
+        "<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
+        "{% endif %}"
+    ),
+    special_tokens=("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                    "<|end_header_id|>", "<|eot_id|>"),
+    end_of_turn="<|eot_id|>",
+    pad="<|end_of_text|>",
+    bos="<|begin_of_text|>",
+)
+
+FORMATS = {f.family: f for f in (QWEN, GEMMA, HARMONY, LLAMA)}

@@ -1,0 +1,163 @@
+"""The training loop: it wires components and holds no maths of its own.
+
+AdamW with linear warm-up and cosine decay, gradient accumulation, bf16 autocast where the
+hardware has it, gradient clipping, a checkpoint every N steps, and a CSV of the loss curve.
+It runs under `accelerate` (one process, or several with `accelerate launch`: each process
+takes its share of every global batch and gradients are averaged).
+
+Resume: the batches of step s are a pure function of (seed, s), and a checkpoint holds the
+weights, optimiser and scheduler states. After `kill -9` the same command loads the last
+checkpoint, drops the loss rows written after it and continues: the curve it writes is the
+one an uninterrupted run writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from persea.distill.batch import collate
+from persea.distill.objective import compute_loss
+
+CSV_FIELDS = ["step", "loss", "ce", "kd", "alm", "lr", "tokens", "tokens_per_s"]
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1 over `warmup` steps, then cosine decay to 0.1 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def batch_indices(pool: np.ndarray, step: int, micro: int, size: int, accum: int, seed: int
+                  ) -> np.ndarray:
+    """The examples of micro-batch `micro` of step `step`: consecutive slices of seeded
+    per-epoch permutations of `pool`, so any step can be recomputed from its number."""
+    start = (step * accum + micro) * size
+    epoch, offset = divmod(start, len(pool))
+    out = []
+    while len(out) < size:
+        perm = np.random.default_rng([seed, epoch]).permutation(pool)
+        take = perm[offset:offset + size - len(out)]
+        out.extend(take.tolist())
+        epoch, offset = epoch + 1, 0
+    return np.asarray(out, np.int64)
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("step-*"))
+
+
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, keep: int = 2
+                    ) -> Path:
+    from safetensors.torch import save_model
+
+    final = run_dir / "checkpoints" / f"step-{step:07d}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save({"step": step, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict()}, tmp / "trainer.pt")
+    tmp.rename(final)
+    for old in checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> int:
+    from safetensors.torch import load_model
+
+    load_model(model, str(path / "model.safetensors"))
+    state = torch.load(path / "trainer.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["step"])
+
+
+def _read_log(path: Path, upto: int) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["step"]) <= upto]
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def train(model, examples, weights: np.ndarray, spec, run_dir: Path, pad_id: int,
+          progress=None) -> dict:
+    """Train `model` in place for `spec.steps` optimiser steps (resuming if a checkpoint
+    exists); returns a summary (steps, tokens, tokens/s, final loss)."""
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    acc = Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no")
+    torch.manual_seed(spec.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr,
+                                  weight_decay=spec.weight_decay, betas=(0.9, 0.95))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, spec.warmup, spec.steps))
+    start = 0
+    if checkpoints(run_dir):
+        start = load_checkpoint(checkpoints(run_dir)[-1], model, optimizer, scheduler)
+    log_path = run_dir / "loss.csv"
+    rows = _read_log(log_path, start)
+    model, optimizer = acc.prepare(model, optimizer)
+    model.train()
+    pool = np.flatnonzero(weights > 0)
+    world, rank = acc.num_processes, acc.process_index
+    task = progress.add_task("distill", total=spec.steps, completed=start) if progress else None
+    t0, tokens_done = time.perf_counter(), 0
+    loss_value = float("nan")
+    for step in range(start, spec.steps):
+        sums: dict[str, float] = {}
+        step_tokens = 0
+        for micro in range(spec.grad_accum):
+            idx = batch_indices(pool, step, micro, spec.batch_size, spec.grad_accum,
+                                spec.seed)[rank::world]
+            batch = collate([examples[i] for i in idx], weights[idx], pad_id,
+                            spec.loss.token_confidence).to(acc.device)
+            with acc.autocast():
+                loss, parts = compute_loss(model, batch, spec.loss)
+            acc.backward(loss / spec.grad_accum)
+            for k, v in {"loss": float(loss.detach()), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v / spec.grad_accum
+            step_tokens += batch.tokens
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens_done += step_tokens * world
+        rate = tokens_done / max(time.perf_counter() - t0, 1e-9)
+        loss_value = sums["loss"]
+        rows.append({"step": step + 1, "lr": f"{scheduler.get_last_lr()[0]:.6g}",
+                     "tokens": step_tokens * world, "tokens_per_s": f"{rate:.1f}",
+                     **{k: f"{sums.get(k, float('nan')):.6f}" for k in ("loss", "ce", "kd", "alm")}})
+        if progress is not None:
+            progress.update(task, advance=1, description=f"distill loss {loss_value:.3f} "
+                            f"{rate:,.0f} tok/s")
+        if (step + 1) % spec.checkpoint_every == 0 or step + 1 == spec.steps:
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                _write_log(log_path, rows)
+                save_checkpoint(run_dir, step + 1, acc.unwrap_model(model), optimizer, scheduler)
+    acc.wait_for_everyone()
+    elapsed = time.perf_counter() - t0
+    return {"steps": spec.steps, "resumed_from": start, "tokens": tokens_done,
+            "tokens_per_s": tokens_done / max(elapsed, 1e-9), "final_loss": loss_value,
+            "model": acc.unwrap_model(model), "is_main": acc.is_main_process}
