@@ -1,0 +1,110 @@
+"""persea distill end to end on tiny models: outputs, resume after kill -9, refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import yaml
+
+from persea.distill.run import run_distill
+from persea.errors import PerseaError
+from persea.project import load_project
+
+from .conftest import write_distill_project
+
+
+def losses(run_dir):
+    with open(run_dir / "loss.csv", newline="") as f:
+        return [(int(r["step"]), float(r["loss"]), float(r["ce"]), float(r["kd"]),
+                 float(r["alm"])) for r in csv.DictReader(f)]
+
+
+def test_distill_writes_student_curve_and_checkpoints(project_copy):
+    result = run_distill(load_project(project_copy))
+    assert (result.student_dir / "model.safetensors").is_file()
+    assert (result.student_dir / "tokenizer.json").is_file()
+    assert (result.run_dir / "loss.png").stat().st_size > 1000
+    rows = losses(result.run_dir)
+    assert [r[0] for r in rows] == list(range(1, 11))
+    assert all(np.isfinite(r[1:]).all() for r in rows)
+    assert all(r[3] >= 0 and r[4] >= 0 for r in rows)  # kd and alm were computed
+    ckpts = sorted(p.name for p in (result.run_dir / "checkpoints").iterdir())
+    assert ckpts == ["step-0000008", "step-0000010"]  # the last two are kept
+    assert result.examples == 36 and result.used == 36
+
+    from persea.models import load_hf_dir
+
+    student = load_hf_dir("student", result.student_dir)
+    assert len(student.generate(["What is 1 + 2?"], 4)) == 1
+
+
+_KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from persea.distill import trainer
+    real, n, die_after = trainer.save_checkpoint, [0], int(sys.argv[2])
+    def save_then_die(*args, **kwargs):
+        out = real(*args, **kwargs)
+        n[0] += 1
+        if n[0] == die_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    trainer.save_checkpoint = save_then_die
+    sys.argv = ["persea", "distill", "--project", sys.argv[1], "--eval-per-skill", "0"]
+    from persea.cli import main
+    main()
+""")
+
+
+def test_kill_9_then_resume_continues_the_same_loss_curve(project_copy, tmp_path, harvested):
+    import shutil
+
+    reference = tmp_path / "ref"
+    shutil.copytree(harvested, reference)
+    ref = run_distill(load_project(reference))
+    proc = subprocess.run([sys.executable, "-c", _KILLER, str(project_copy), "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    run_dir = project_copy / "runs" / "student"
+    assert [r[0] for r in losses(run_dir)] == list(range(1, 9))  # died after step 8's save
+    resumed = run_distill(load_project(project_copy))
+    assert resumed.summary["resumed_from"] == 8
+    a, b = losses(ref.run_dir), losses(run_dir)
+    assert [r[0] for r in a] == [r[0] for r in b]
+    np.testing.assert_allclose([r[1:] for r in a], [r[1:] for r in b], rtol=1e-4, atol=1e-5)
+
+
+def test_resume_against_a_changed_config_is_refused(project_copy, tiny_model_dir):
+    run_distill(load_project(project_copy))
+    before = (project_copy / "runs" / "student" / "loss.csv").read_bytes()
+    data = yaml.safe_load((project_copy / "persea.yaml").read_text())
+    data["distill"]["lr"] = 0.001
+    (project_copy / "persea.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(PerseaError, match=r"distill.lr: was 0.003, now 0.001"):
+        run_distill(load_project(project_copy))
+    assert (project_copy / "runs" / "student" / "loss.csv").read_bytes() == before
+
+
+def test_cache_missing_a_teacher_or_from_another_project(project_copy, tiny_model_dir):
+    data = yaml.safe_load((project_copy / "persea.yaml").read_text())
+    data["teachers"].append({"name": "gamma", "path": str(tiny_model_dir)})
+    (project_copy / "persea.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(PerseaError, match="no responses from teacher\\(s\\) gamma"):
+        run_distill(load_project(project_copy))
+    data["teachers"].pop()
+    data["name"] = "other"
+    (project_copy / "persea.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(PerseaError, match="belongs to project 'd', not 'other'"):
+        run_distill(load_project(project_copy))
+    assert not (project_copy / "runs").exists()
+
+
+def test_no_harvest_yet(tmp_path, tiny_model_dir):
+    d = write_distill_project(tmp_path / "p", tiny_model_dir)
+    with pytest.raises(PerseaError, match="no finished harvest"):
+        run_distill(load_project(d))
