@@ -94,11 +94,17 @@ def distill(project: Optional[Path] = ProjectOpt,
     from persea.distill.run import run_distill
     from persea.project import load_project
 
+    from accelerate import PartialState
+
     proj = load_project(project)
+    main_process = PartialState().is_main_process
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total} steps"), TextColumn("ETA"),
-                  TimeRemainingColumn(), console=console) as progress:
+                  TimeRemainingColumn(), console=console,
+                  disable=not main_process) as progress:
         result = run_distill(proj, progress)
+    if not main_process:
+        return
     s = result.summary
     out.print(f"student: {result.student_dir}  ({result.params:,} parameters; "
               f"{result.used}/{result.examples} examples weighted in; "

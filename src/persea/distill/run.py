@@ -87,29 +87,31 @@ def run_distill(project, progress=None) -> DistillResult:
     run_dir = project.resolve(spec.out)
     record = _config_record(project, harvest)
     _check_resume(run_dir, record)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n",
-                                      encoding="utf-8")
+    from accelerate import PartialState
 
+    state = PartialState()  # under `accelerate launch`, the main process prepares the run
     tok_dir = run_dir / "tokenizer"
-    if tok_dir.is_dir():
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    else:
-        tokenizer = train_student_tokenizer(harvest_corpus(harvest.path),
-                                            spec.student.vocab_size)
-        tmp = tok_dir.with_name("tokenizer.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tokenizer.save_pretrained(str(tmp))
-        tmp.rename(tok_dir)
-
-    examples = build_examples(harvest, tokenizer, teachers)
     policies = list(spec.weighting)
     needs_dev = "best_teacher" in policies or any(
         "best_teacher" in ps for ps in spec.weighting_by_skill.values())
-    scores = dev_scores(project, teachers, spec.dev_per_skill, run_dir / "dev_scores.json") \
-        if needs_dev else None
+    with state.main_process_first():
+        if state.is_main_process:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "run.json").write_text(
+                json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            if not tok_dir.is_dir():
+                tokenizer = train_student_tokenizer(harvest_corpus(harvest.path),
+                                                    spec.student.vocab_size)
+                tmp = tok_dir.with_name("tokenizer.tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                tokenizer.save_pretrained(str(tmp))
+                tmp.rename(tok_dir)
+        scores = dev_scores(project, teachers, spec.dev_per_skill,
+                            run_dir / "dev_scores.json") if needs_dev else None
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    examples = build_examples(harvest, tokenizer, teachers)
     weights = example_weights(examples, policies, spec.weighting_by_skill, scores,
                               spec.confidence_tau)
     if not (weights > 0).any():

@@ -142,6 +142,10 @@ def train(model, examples, weights: np.ndarray, spec, run_dir: Path, pad_id: int
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if world > 1:  # log the mean over processes, not the main process's share
+            keys = sorted(sums)
+            mean = acc.reduce(torch.tensor([sums[k] for k in keys], device=acc.device), "mean")
+            sums = dict(zip(keys, mean.tolist()))
         tokens_done += step_tokens * world
         rate = tokens_done / max(time.perf_counter() - t0, 1e-9)
         loss_value = sums["loss"]
