@@ -21,9 +21,9 @@ Generator = Callable[[random.Random], tuple[str, str]]
 _SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "pe", "si", "du", "ra", "fe", "go",
               "bi", "zu", "ho", "ly", "wen", "tor", "mas"]
 
-_UNITS = [  # (from, to, factor)
+_UNITS = [  # (from, to, factor): powers of ten and sixty, learnable by a tiny model
     ("km", "m", 1000), ("m", "cm", 100), ("kg", "g", 1000), ("h", "min", 60),
-    ("min", "s", 60), ("ft", "in", 12), ("day", "h", 24), ("l", "ml", 1000),
+    ("min", "s", 60), ("cm", "mm", 10), ("l", "ml", 1000),
 ]
 
 
