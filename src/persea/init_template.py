@@ -37,4 +37,19 @@ harvest:
   max_new_tokens: 24
   batch_size: 48
   shard_size: 48
+
+# Distil: a Llama-architecture student with its own byte-level BPE tokenizer, trained on
+# the harvest. Loss = ce * cross-entropy + kd_weight * logit KD (xtok: across tokenizers)
+# + alm_weight * approximate likelihood matching. Weighting decides how much each teacher's
+# response counts: uniform, confidence, verified (checker accepts), best_teacher (per skill,
+# on the dev split); several multiply. See docs/distill.md.
+distill:
+  out: runs/student
+  student: {{vocab_size: 512, hidden_size: 128, layers: 4, heads: 4, intermediate_size: 384}}
+  loss: {{ce: 1.0, kd: xtok, kd_weight: 1.0, temperature: 1.0, alm_weight: 0.0}}
+  weighting: [verified]
+  steps: 600
+  batch_size: 32
+  lr: 0.003
+  checkpoint_every: 100
 """
