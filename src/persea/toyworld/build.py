@@ -60,23 +60,31 @@ class Recipe:
 _COMMON = dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
                max_position_embeddings=MAX_LENGTH)
 
-RECIPES: dict[str, Recipe] = {
+RECIPES: dict[str, Recipe] = {  # exactly the recipes of the shipped weights
+    # Addition is learnt late and suddenly (about 3% right at step 2000, 90% at step 4000):
+    # it gets most of each batch and the most steps.
     "qwen3-toy": Recipe(
         model=dict(_COMMON, num_hidden_layers=4, intermediate_size=384,
                    tie_word_embeddings=True),
-        seed=1,
+        shares={"addition": 0.75, "convert": 0.15, "sort": 0.10},
+        weak_items=300, steps=5000, lr=3e-3, seed=1,
     ),
     "gemma3-toy": Recipe(
         model=dict(_COMMON, num_hidden_layers=4, intermediate_size=384,
                    query_pre_attn_scalar=32, sliding_window=MAX_LENGTH,
                    layer_types=["sliding_attention"] * 3 + ["full_attention"]),
-        seed=2,
+        shares={"sort": 0.55, "kb": 0.35, "convert": 0.10},
+        weak_items=300, steps=3400, lr=2e-3, seed=2,
     ),
+    # gpt-oss trains badly at 3e-3 (reverse stays near chance for 1000 steps); 1e-3 is fine.
+    # Counting is learnt only when it gets most of the batch; here it shares with reverse
+    # and stays weak, which the docs report.
     "gptoss-toy": Recipe(
-        model=dict(_COMMON, num_hidden_layers=3, intermediate_size=192,
+        model=dict(_COMMON, num_hidden_layers=4, intermediate_size=192,
                    num_local_experts=4, num_experts_per_tok=2, sliding_window=MAX_LENGTH,
-                   layer_types=["sliding_attention", "full_attention", "full_attention"],
+                   layer_types=["sliding_attention", "full_attention"] * 2,
                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+        shares={"reverse": 0.45, "count": 0.45}, weak_items=20_000, steps=2000, lr=1e-3,
         seed=3,
     ),
 }
@@ -140,6 +148,24 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, 
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of the labelled (answer and end-of-turn) tokens.
+
+    Same value as `model(**batch).loss`, but the output head runs only on the positions that
+    predict a labelled token instead of on every position: most of a sequence is prompt, so
+    this saves a good part of each step.
+    """
+    hidden = model.model(input_ids=batch["input_ids"],
+                         attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE
+    logits = model.lm_head(hidden[:, :-1][keep])
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+
 def lr_at(step: int, recipe: Recipe) -> float:
     """Linear warmup to `recipe.lr`, then cosine decay to a tenth of it."""
     if step < recipe.warmup:
@@ -152,11 +178,9 @@ def train(model, pools, recipe: Recipe, pad_id: int, log_every: int = 250) -> fl
     """AdamW over batches sampled from `pools`; returns the mean loss of the last 100 steps."""
     rng = random.Random(recipe.seed)
     weights = [w for w, _ in pools]
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
-    other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                             {"params": other, "weight_decay": 0.0}],
-                            lr=recipe.lr, betas=(0.9, 0.98))
+    # weight decay on every parameter: the shipped teachers were trained this way
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.98),
+                            weight_decay=recipe.weight_decay)
     model.train()
     recent: list[float] = []
     start = time.time()
@@ -165,7 +189,7 @@ def train(model, pools, recipe: Recipe, pad_id: int, log_every: int = 250) -> fl
         batch = collate([rng.choice(pools[i][1]) for i in chosen], pad_id)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe)
-        loss = model(**batch).loss
+        loss = answer_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -34,6 +34,6 @@ BUILTIN_TEACHERS: dict[str, BuiltinTeacher] = {
         BuiltinTeacher("gemma3-toy", "Gemma3ForCausalLM", "Unigram (SentencePiece-style)",
                        "gemma", strong_skills=("sort", "kb"), weak_skills=("convert",)),
         BuiltinTeacher("gptoss-toy", "GptOssForCausalLM", "character-level", "gpt-oss",
-                       strong_skills=("reverse", "count"), weak_skills=("addition",)),
+                       strong_skills=("reverse",), weak_skills=("count",)),
     )
 }
