@@ -69,17 +69,19 @@ def harvest(project: Optional[Path] = ProjectOpt,
                   "writes manifest.json (run `persea harvest` once more when all are done)")
         return
     table = Table(title=f"harvest: {result.prompts} prompts x {len(result.teachers)} teachers")
-    for col in ("teacher", "responses", "tokens", "bytes/token", "max |Δlogp|", "KL(top-k)",
-                "exact match", "shards new/kept"):
-        table.add_column(col, justify="right" if col != "teacher" else "left")
+    table.add_column("teacher", no_wrap=True)
+    for col in ("answers", "tokens", "B/token", "max|Δlp|", "KL", "exact", "new/kept"):
+        table.add_column(col, justify="right", no_wrap=True, min_width=len(col))
     for t in result.teachers:
         acc = f"{t.correct / t.checked:.1%}" if t.checked else "n/a"
         table.add_row(t.name, str(t.responses), str(t.tokens), f"{t.bytes_per_token:.1f}",
                       f"{t.stats.get('max_abs_logprob', 0):.4f}",
-                      f"{t.stats.get('kl_topk_mean', 0):.2e}", acc,
+                      f"{t.stats.get('kl_topk_mean', 0):.0e}", acc,
                       f"{t.shards_written}/{t.shards_skipped}")
     out.print(table)
     k = proj.spec.harvest.top_k
+    out.print("B/token: cache bytes per token; max|Δlp|, KL: what one-byte log-probs lost; "
+              "exact: answers the skill's checker accepts", style="dim")
     out.print(f"cache: {result.out}  ({result.bytes / 1e6:.2f} MB for {result.tokens} tokens: "
               f"{result.bytes_per_token:.1f} bytes per token at top-{k})")
 

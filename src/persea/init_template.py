@@ -36,7 +36,7 @@ harvest:
   top_k: 32
   max_new_tokens: 24
   batch_size: 48
-  shard_size: 48
+  shard_size: 96
 
 # Distil: a Llama-architecture student with its own byte-level BPE tokenizer, trained on
 # the harvest. Loss = ce * cross-entropy + kd_weight * logit KD (xtok: across tokenizers)
