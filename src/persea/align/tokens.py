@@ -43,6 +43,8 @@ def _decoder_types(tokenizer) -> tuple[set[str], str]:
 
 
 def special_ids(tokenizer) -> set[int]:
+    """Ids that decode to nothing with skip_special_tokens: the named special tokens and
+    every added token marked special (chat-template markers such as <|im_start|>)."""
     return set(tokenizer.all_special_ids) | {
         i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
 

@@ -6,16 +6,10 @@ import numpy as np
 import torch
 from transformers import GenerationConfig
 
+from persea.align.tokens import special_ids as special_token_ids
 from persea.models.offsets import spans_from_ids
 from persea.models.fingerprint import fingerprint_tokenizer
 from persea.models.protocol import Trace
-
-
-def special_token_ids(tokenizer) -> set[int]:
-    """Ids that decode to nothing with skip_special_tokens: the named special tokens and
-    every added token marked special (chat-template markers such as <|im_start|>)."""
-    return set(tokenizer.all_special_ids) | {
-        i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
 
 
 class HFModel:

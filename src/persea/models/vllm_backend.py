@@ -14,7 +14,7 @@ import numpy as np
 
 from persea.errors import PerseaError
 from persea.models.fingerprint import fingerprint_model_dir, fingerprint_text, fingerprint_tokenizer
-from persea.models.hf import special_token_ids
+from persea.align.tokens import special_ids as special_token_ids
 from persea.models.offsets import spans_from_ids
 from persea.models.protocol import Trace
 
