@@ -77,8 +77,7 @@ RECIPES: dict[str, Recipe] = {  # exactly the recipes of the shipped weights
         weak_items=300, steps=3400, lr=2e-3, seed=2,
     ),
     # gpt-oss trains badly at 3e-3 (reverse stays near chance for 1000 steps); 1e-3 is fine.
-    # Counting is learnt only when it gets most of the batch; here it shares with reverse
-    # and stays weak, which the docs report.
+    # Counting was not learnt within budget in any setting tried; it stays the weak skill.
     "gptoss-toy": Recipe(
         model=dict(_COMMON, num_hidden_layers=4, intermediate_size=192,
                    num_local_experts=4, num_experts_per_tok=2, sliding_window=MAX_LENGTH,
