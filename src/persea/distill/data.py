@@ -52,10 +52,6 @@ class Example:
         return float(np.mean(self.token_conf)) if len(self.token_conf) else 0.0
 
 
-def _student_bytes(tokenizer) -> list[bytes | None]:
-    return token_bytes(tokenizer)
-
-
 def _mapping(harvest: Harvest, teacher: str, student_tok, student_bytes, row_vocab):
     t = harvest.teachers[teacher]
     if t.bytes_of_ids is None:  # black box: ids index the row's own token strings
@@ -70,7 +66,7 @@ def build_examples(harvest: Harvest, student_tok, teachers: list[str] | None = N
     """Examples for every response of the given teachers (default: all in the cache)."""
     from persea.toyworld import SKILLS
 
-    student_bytes = _student_bytes(student_tok)
+    student_bytes = token_bytes(student_tok)
     eot = student_tok.eos_token_id
     prompt_ids = {}
     examples: list[Example] = []

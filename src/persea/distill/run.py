@@ -13,7 +13,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from persea.errors import PerseaError
 
@@ -56,18 +55,17 @@ def dev_scores(project, teachers: list[str], per_skill: int, path: Path) -> dict
     """Per-skill dev-split accuracy of each teacher (for `best_teacher`), cached in `path`."""
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
+    from persea.evaluate.skills import skill_accuracy
     from persea.models import load_teacher
-    from persea.toyworld import SKILLS, make_items
+    from persea.toyworld import SKILLS
 
     scores: dict[str, dict[str, float]] = {s: {} for s in SKILLS}
     specs = {t.name: t for t in project.spec.teachers}
     for name in teachers:
-        model = load_teacher(specs[name], project)
+        acc = skill_accuracy(load_teacher(specs[name], project), split="dev",
+                             per_skill=per_skill, seed=project.spec.seed)
         for skill in SKILLS:
-            items = make_items(skill, "dev", per_skill, project.spec.seed)
-            outs = model.generate([i.prompt for i in items], 32)
-            scores[skill][name] = float(np.mean([SKILLS[skill].check(i.answer, o.text)
-                                                 for i, o in zip(items, outs)]))
+            scores[skill][name] = acc[skill]
     path.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return scores
 
