@@ -81,3 +81,23 @@ def test_unknown_skill_and_split_are_clear_errors():
         make_items("nope", "train", 1)
     with pytest.raises(PerseaError, match="unknown split 'val'"):
         make_items("addition", "val", 1)
+
+
+def test_finite_pool_is_an_error_unless_fewer_are_allowed():
+    from persea.errors import PerseaError
+
+    with pytest.raises(PerseaError, match="fewer than 500 distinct test items"):
+        make_items("kb", "test", 500)
+    every = make_items("kb", "test", 500, allow_fewer=True)
+    assert 50 < len(every) < 500
+    assert len({i.prompt for i in every}) == len(every)
+    assert make_items("kb", "test", len(every)) == every
+
+
+def test_harvest_prompts_take_all_of_a_finite_skill():
+    from persea.harvest.prompts import from_toyworld
+
+    recs = from_toyworld("train", 600, 0, ["kb", "addition"])
+    by_skill = {s: sum(r.skill == s for r in recs) for s in ("kb", "addition")}
+    assert by_skill["addition"] == 600
+    assert by_skill["kb"] == len(make_items("kb", "train", 600, allow_fewer=True)) < 600

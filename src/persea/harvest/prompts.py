@@ -20,10 +20,12 @@ class PromptRecord:
 
 def from_toyworld(split: str, per_skill: int, seed: int,
                   skills: list[str] | None = None) -> list[PromptRecord]:
+    """Up to `per_skill` prompts of each skill: kb's pool is finite (556 train prompts), so a
+    larger `per_skill` takes all of it rather than failing."""
     from persea.toyworld import make_mixture
 
     return [PromptRecord(it.id, it.prompt, it.skill, it.answer)
-            for it in make_mixture(split, per_skill, seed, skills)]
+            for it in make_mixture(split, per_skill, seed, skills, allow_fewer=True)]
 
 
 def from_jsonl(path: Path) -> list[PromptRecord]:

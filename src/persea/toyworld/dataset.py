@@ -36,8 +36,13 @@ def split_of(skill: str, prompt: str) -> str:
     return "dev" if bucket < _SPLIT_EDGES[1] else "test"
 
 
-def make_items(skill: str, split: str, n: int, seed: int = 0) -> list[Item]:
-    """`n` distinct items of one skill and split; the same arguments give the same list."""
+def make_items(skill: str, split: str, n: int, seed: int = 0,
+               allow_fewer: bool = False) -> list[Item]:
+    """`n` distinct items of one skill and split; the same arguments give the same list.
+
+    A skill with a finite pool (kb has 720 prompts in all) may hold fewer than `n` in a
+    split: that is an error unless `allow_fewer`, which then returns every item found.
+    """
     if split not in SPLITS:
         from persea.errors import PerseaError
 
@@ -50,6 +55,8 @@ def make_items(skill: str, split: str, n: int, seed: int = 0) -> list[Item]:
     while len(items) < n:
         attempts += 1
         if attempts > 200 * n + 10_000:
+            if allow_fewer:
+                break
             from persea.errors import PerseaError
 
             raise PerseaError(
@@ -65,10 +72,11 @@ def make_items(skill: str, split: str, n: int, seed: int = 0) -> list[Item]:
 
 
 def make_mixture(split: str, per_skill: int, seed: int = 0,
-                 skills: list[str] | None = None) -> list[Item]:
-    """`per_skill` items of each skill, interleaved in a seeded order."""
+                 skills: list[str] | None = None, allow_fewer: bool = False) -> list[Item]:
+    """`per_skill` items of each skill (or all a finite skill has, if `allow_fewer`),
+    interleaved in a seeded order."""
     out: list[Item] = []
     for name in skills or list(SKILLS):
-        out.extend(make_items(name, split, per_skill, seed))
+        out.extend(make_items(name, split, per_skill, seed, allow_fewer))
     random.Random(f"persea-mixture-{split}-{seed}").shuffle(out)
     return out
