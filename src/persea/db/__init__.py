@@ -1,0 +1,88 @@
+"""persea's database: one engine factory and one migration entry point.
+
+SQLite is the embedded default (a file, WAL journal, a busy timeout, every write
+transaction taken with `BEGIN IMMEDIATE` so that concurrent writers queue instead of
+failing); PostgreSQL is used when given a `postgresql+psycopg://` URL. The schema lives in
+`persea.db.schema`; migrations ship inside the package (`persea/db/migrations`) and run
+programmatically through `upgrade(url)`, so an installed persea can migrate its own database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_S = 30.0
+READ_ONLY = {"persea_read": True}  # execution option: a read-only transaction (SQLite: DEFERRED)
+
+
+def default_url(directory: Path | str = ".") -> str:
+    """The embedded default: `persea.db` in `directory`."""
+    return f"sqlite:///{(Path(directory) / 'persea.db').resolve()}"
+
+
+def make_engine(url: str, **kwargs) -> sa.Engine:
+    """An engine for `url`, set up for many threads: WAL, busy timeout and immediate
+    write transactions on SQLite; pre-ping on PostgreSQL."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        kwargs.setdefault("pool_pre_ping", True)
+        return sa.create_engine(url, **kwargs)
+    kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_S,
+                                       "check_same_thread": False})
+    engine = sa.create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # the driver stops issuing BEGIN; we do, below
+        cur = dbapi_conn.cursor()
+        if parsed.database not in (None, "", ":memory:"):
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # IMMEDIATE takes the write lock up front: a read that later writes can otherwise
+        # deadlock with another writer and fail at once with "database is locked".
+        read = conn.get_execution_options().get("persea_read", False)
+        conn.exec_driver_sql("BEGIN DEFERRED" if read else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def upgrade(url: str | sa.Engine, revision: str = "head") -> None:
+    """Bring the database at `url` to `revision` (default: the newest). Harmless when it is
+    already there; on PostgreSQL an advisory lock keeps two starting replicas apart."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = url if isinstance(url, sa.Engine) else make_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7351827364)")
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    finally:
+        if engine is not url:
+            engine.dispose()
+
+
+def current_revision(url: str | sa.Engine) -> str | None:
+    """The revision the database is at, or None for an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = url if isinstance(url, sa.Engine) else make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        if engine is not url:
+            engine.dispose()

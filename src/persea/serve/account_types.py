@@ -1,0 +1,124 @@
+"""The value types and errors of accounts, shared by the request path and admin.
+
+`persea.serve.accounts` re-exports all of them: that is where the gateway imports them from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Mapping
+
+import sqlalchemy as sa
+
+from persea.db.schema import plan_prices, plans
+from persea.db.types import Money
+from persea.serve.money import Price
+
+KEY_PREFIX = "psk-"
+
+
+@dataclass(frozen=True)
+class PlanTerms:
+    name: str
+    prices: Mapping[str, Price]  # model -> price; a model not listed is not sold on the plan
+    rpm: int | None  # requests per minute, None = unlimited
+    tpm: int | None  # tokens per minute (prompt + max_tokens reserved), None = unlimited
+    monthly_budget: Decimal | None  # None = unlimited
+    allow_logprobs: bool
+    max_top_logprobs: int  # cap when allowed
+
+
+@dataclass(frozen=True)
+class Caller:
+    org_id: str
+    org_name: str
+    key_id: str
+    allowed_models: frozenset[str] | None  # None = every model the plan prices
+    plan: PlanTerms
+
+
+@dataclass(frozen=True)
+class Reservation:
+    id: str
+    request_id: str
+    org_id: str
+    key_id: str
+    model: str
+    amount: Decimal
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    id: str
+    request_id: str
+    org_id: str
+    key_id: str
+    model: str
+    month: str  # YYYY-MM, UTC: the month whose budget and invoice it counts in
+    prompt_tokens: int
+    completion_tokens: int
+    input_cost: Decimal
+    output_cost: Decimal
+    cost: Decimal
+    created_at: datetime
+
+
+class AccountsError(Exception):
+    """A refusal the gateway turns into an OpenAI-shaped error; `message` is safe to show a
+    client and never holds a secret."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+
+
+class InvalidKey(AccountsError):
+    status, code = 401, "invalid_api_key"
+
+
+class ModelNotAllowed(AccountsError):
+    status, code = 403, "model_not_allowed"
+
+
+class BudgetExhausted(AccountsError):
+    status, code = 402, "insufficient_quota"
+
+
+def hash_key(raw_key: str) -> str:
+    """The stored form of an API key: SHA-256, hex. Keys carry 256 random bits, so a plain
+    fast hash is enough (there is nothing to brute-force)."""
+    return hashlib.sha256(raw_key.encode("utf-8")).hexdigest()
+
+
+def new_id(kind: str) -> str:
+    return f"{kind}_{secrets.token_hex(10)}"
+
+
+def money(value: Decimal) -> sa.BindParameter:
+    """A bound money value: typed, so SQLite gets integer units even inside arithmetic."""
+    return sa.literal(value, Money())
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def load_plan(conn: sa.Connection, plan_id: str) -> PlanTerms:
+    row = conn.execute(sa.select(plans).where(plans.c.id == plan_id)).one()
+    prices = {p.model: Price(p.input_per_mtok, p.output_per_mtok) for p in conn.execute(
+        sa.select(plan_prices).where(plan_prices.c.plan_id == plan_id)
+        .order_by(plan_prices.c.model))}
+    return PlanTerms(row.name, prices, row.rpm, row.tpm, row.monthly_budget,
+                     row.allow_logprobs, row.max_top_logprobs)

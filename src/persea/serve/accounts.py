@@ -1,0 +1,270 @@
+"""Tenants, keys, plans and budgets at request time: what the HTTP gateway calls.
+
+One request goes: `authenticate(raw_key)` -> `check_model` -> `reserve` (the worst-case cost,
+prompt plus `max_tokens`, held against the org's monthly budget in one atomic UPDATE) ->
+generation -> `settle` (exactly one usage record, the exact cost charged, the rest given
+back) or `release` (the backend failed: nothing charged). `reconcile()` at gateway start
+gives back what a killed gateway left held. Admin operations (create org, plan, key; revoke)
+come from `AccountAdmin` in `persea.serve.admin`; every one writes an audit row.
+
+All methods are synchronous and thread-safe; call them from a thread pool in async code.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Callable
+
+import sqlalchemy as sa
+
+from persea.db import READ_ONLY, make_engine
+from persea.db.schema import api_keys, balances, orgs, plans, reservations, usage_records
+from persea.serve.account_types import (AccountsError, BudgetExhausted, Caller, InvalidKey,
+                                        ModelNotAllowed, PlanTerms, Reservation, UsageRecord,
+                                        hash_key, load_plan, money, new_id, utcnow)
+from persea.serve.admin import AccountAdmin
+from persea.serve.money import Price, month_of
+
+__all__ = ["Accounts", "AccountsError", "BudgetExhausted", "Caller", "InvalidKey",
+           "ModelNotAllowed", "PlanTerms", "Price", "Reservation", "UsageRecord"]
+
+
+class Accounts(AccountAdmin):
+    """The accounts database at `url` (already migrated: `persea.db.upgrade(url)`).
+
+    `clock` returns the current aware UTC time (tests move it); reservations expire after
+    `reservation_ttl`; `authenticate` caches a key for `cache_seconds` (revoking or changing
+    anything through this object clears the cache at once; a change made by another process
+    is seen within `cache_seconds`)."""
+
+    def __init__(self, url: str | sa.Engine, *, clock: Callable[[], datetime] = utcnow,
+                 reservation_ttl: timedelta = timedelta(minutes=15),
+                 cache_seconds: float = 5.0, actor: str = "system"):
+        self.engine = url if isinstance(url, sa.Engine) else make_engine(url)
+        self.clock = clock
+        self.reservation_ttl = reservation_ttl
+        self.cache_seconds = cache_seconds
+        self.actor = actor
+        self._cache: dict[str, tuple[float, Caller, datetime | None]] = {}
+        self._cache_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _forget_cached(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+
+    # -- authentication -----------------------------------------------------------------
+
+    def authenticate(self, raw_key: str | None) -> Caller:
+        """The caller a raw API key belongs to; InvalidKey when missing, unknown, revoked or
+        expired. The stored hash is compared in constant time."""
+        if not raw_key:
+            raise InvalidKey("no API key given: send `Authorization: Bearer psk-...`")
+        digest = hash_key(raw_key)
+        now = self.clock()
+        with self._cache_lock:
+            hit = self._cache.get(digest)
+        if hit is not None and time.monotonic() - hit[0] < self.cache_seconds:
+            if hit[2] is not None and hit[2] <= now:
+                raise InvalidKey("this API key has expired")
+            return hit[1]
+        query = (sa.select(api_keys, orgs.c.name.label("org_name"), orgs.c.plan_id)
+                 .join(orgs, orgs.c.id == api_keys.c.org_id)
+                 .where(api_keys.c.key_hash == digest))
+        with self.engine.connect().execution_options(**READ_ONLY) as conn:
+            row = conn.execute(query).first()
+            if row is None or not hmac.compare_digest(row.key_hash, digest):
+                raise InvalidKey("unknown API key")
+            if row.revoked_at is not None:
+                raise InvalidKey("this API key has been revoked")
+            if row.expires_at is not None and row.expires_at <= now:
+                raise InvalidKey("this API key has expired")
+            plan = load_plan(conn, row.plan_id)
+        allowed = frozenset(row.allowed_models) if row.allowed_models is not None else None
+        caller = Caller(row.org_id, row.org_name, row.id, allowed, plan)
+        with self._cache_lock:
+            self._cache[digest] = (time.monotonic(), caller, row.expires_at)
+        return caller
+
+    def check_model(self, caller: Caller, model: str) -> Price:
+        """The price of `model` for this caller; ModelNotAllowed when the plan does not sell
+        it or the key is limited to other models."""
+        price = caller.plan.prices.get(model)
+        if price is None:
+            raise ModelNotAllowed(f"model {model!r} is not available on your plan")
+        if caller.allowed_models is not None and model not in caller.allowed_models:
+            raise ModelNotAllowed(f"this API key may not use model {model!r}")
+        return price
+
+    def models_for(self, caller: Caller) -> list[str]:
+        """The models this caller may use, sorted (for GET /v1/models)."""
+        return sorted(m for m in caller.plan.prices
+                      if caller.allowed_models is None or m in caller.allowed_models)
+
+    # -- money for one request ----------------------------------------------------------
+
+    def reserve(self, caller: Caller, model: str, prompt_tokens: int, max_tokens: int,
+                request_id: str) -> Reservation:
+        """Hold the worst-case cost (prompt_tokens of input, max_tokens of output) against
+        this month's budget in one conditional UPDATE; BudgetExhausted when it does not fit.
+        The budget is read from the database inside that UPDATE, so a plan change counts at
+        once and concurrent requests can never together pass it."""
+        price = self.check_model(caller, model)
+        if prompt_tokens < 0 or max_tokens < 0:
+            raise AccountsError("token counts must be >= 0")
+        amount = sum(price.cost(prompt_tokens, max_tokens), Decimal(0))
+        now = self.clock()
+        month = month_of(now)
+        budget = (sa.select(plans.c.monthly_budget).join(orgs, orgs.c.plan_id == plans.c.id)
+                  .where(orgs.c.id == caller.org_id).scalar_subquery())
+        fits = sa.or_(budget.is_(None),
+                      balances.c.spent + balances.c.reserved + money(amount) <= budget)
+        reservation = Reservation(new_id("res"), request_id, caller.org_id, caller.key_id,
+                                  model, amount, now + self.reservation_ttl)
+        with self.engine.begin() as conn:
+            _ensure_balance(conn, caller.org_id, month)
+            held = conn.execute(
+                balances.update()
+                .where(balances.c.org_id == caller.org_id, balances.c.month == month, fits)
+                .values(reserved=balances.c.reserved + money(amount))).rowcount
+            if held != 1:
+                left = _left_this_month(conn, caller.org_id, month)
+                raise BudgetExhausted(
+                    f"this request could cost up to {amount:f} and {left:f} is left of this "
+                    f"month's budget; lower max_tokens, or raise the budget")
+            try:
+                with conn.begin_nested():
+                    conn.execute(reservations.insert().values(
+                        id=reservation.id, request_id=request_id, org_id=caller.org_id,
+                        key_id=caller.key_id, model=model, month=month, amount=amount,
+                        input_per_mtok=price.input_per_mtok,
+                        output_per_mtok=price.output_per_mtok, state="held", created_at=now,
+                        expires_at=reservation.expires_at))
+            except sa.exc.IntegrityError:
+                raise AccountsError(f"request id {request_id!r} was already used",
+                                    409, "duplicate_request_id") from None
+        return reservation
+
+    def settle(self, reservation: Reservation, prompt_tokens: int,
+               completion_tokens: int) -> UsageRecord:
+        """Record the finished request once (idempotency key: its request_id), charge its
+        exact cost at the prices fixed when it was reserved, and give back the rest of what
+        was held. Settling again returns the first record and charges nothing more. A
+        reservation already expired by `reconcile` is still charged (the work was done)."""
+        if prompt_tokens < 0 or completion_tokens < 0:
+            raise AccountsError("token counts must be >= 0")
+        try:
+            with self.engine.begin() as conn:
+                row = conn.execute(sa.select(reservations)
+                                   .where(reservations.c.id == reservation.id)
+                                   .with_for_update()).first()
+                if row is None:
+                    raise AccountsError(f"no reservation {reservation.id}", 404,
+                                        "reservation_not_found")
+                if row.state == "settled":
+                    return _usage_by_request(conn, row.request_id)
+                if row.state == "released":
+                    raise AccountsError(f"reservation {row.id} was released; nothing to settle",
+                                        409, "reservation_released")
+                price = Price(row.input_per_mtok, row.output_per_mtok)
+                input_cost, output_cost = price.cost(prompt_tokens, completion_tokens)
+                record = UsageRecord(new_id("use"), row.request_id, row.org_id, row.key_id,
+                                     row.model, row.month, prompt_tokens, completion_tokens,
+                                     input_cost, output_cost, input_cost + output_cost,
+                                     self.clock())
+                conn.execute(usage_records.insert().values(
+                    **record.__dict__, input_per_mtok=row.input_per_mtok,
+                    output_per_mtok=row.output_per_mtok))
+                conn.execute(reservations.update().where(reservations.c.id == row.id)
+                             .values(state="settled"))
+                give_back = row.amount if row.state == "held" else Decimal(0)
+                conn.execute(
+                    balances.update()
+                    .where(balances.c.org_id == row.org_id, balances.c.month == row.month)
+                    .values(spent=balances.c.spent + money(record.cost),
+                            reserved=balances.c.reserved - money(give_back)))
+                return record
+        except sa.exc.IntegrityError:
+            # another process recorded this request first: theirs is the one record
+            with self.engine.connect().execution_options(**READ_ONLY) as conn:
+                return _usage_by_request(conn, reservation.request_id)
+
+    def release(self, reservation: Reservation) -> None:
+        """The backend failed: give back everything held, record nothing. Harmless when the
+        reservation is already settled, released or expired."""
+        with self.engine.begin() as conn:
+            for state in ("held", "expired"):
+                done = conn.execute(
+                    reservations.update()
+                    .where(reservations.c.id == reservation.id, reservations.c.state == state)
+                    .values(state="released")).rowcount
+                if done and state == "held":
+                    _unhold(conn, reservation.org_id, reservation.id)
+                if done:
+                    return
+
+    def reconcile(self) -> int:
+        """Give back every reservation held past its `expires_at` (a gateway killed
+        mid-request never settles); returns how many. Called at gateway start."""
+        now = self.clock()
+        count = 0
+        with self.engine.begin() as conn:
+            expired = conn.execute(sa.select(reservations.c.id, reservations.c.org_id).where(
+                reservations.c.state == "held", reservations.c.expires_at <= now)).all()
+            for res_id, org_id in expired:
+                if conn.execute(reservations.update()
+                                .where(reservations.c.id == res_id,
+                                       reservations.c.state == "held")
+                                .values(state="expired")).rowcount:
+                    _unhold(conn, org_id, res_id)
+                    count += 1
+        return count
+
+    def balance(self, org_id: str, month: str | None = None) -> tuple[Decimal, Decimal]:
+        """(spent, reserved) of an org in a month (default: this month)."""
+        month = month or month_of(self.clock())
+        with self.engine.connect().execution_options(**READ_ONLY) as conn:
+            row = conn.execute(sa.select(balances.c.spent, balances.c.reserved).where(
+                balances.c.org_id == org_id, balances.c.month == month)).first()
+        return (row.spent, row.reserved) if row else (Decimal(0), Decimal(0))
+
+
+def _ensure_balance(conn: sa.Connection, org_id: str, month: str) -> None:
+    """Create the org's balance row for `month` unless it is there (racing creators agree)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    conn.execute(insert(balances).values(org_id=org_id, month=month, spent=Decimal(0),
+                                         reserved=Decimal(0)).on_conflict_do_nothing())
+
+
+def _left_this_month(conn: sa.Connection, org_id: str, month: str) -> Decimal:
+    budget = conn.execute(sa.select(plans.c.monthly_budget).join(
+        orgs, orgs.c.plan_id == plans.c.id).where(orgs.c.id == org_id)).scalar_one()
+    row = conn.execute(sa.select(balances.c.spent, balances.c.reserved).where(
+        balances.c.org_id == org_id, balances.c.month == month)).one()
+    return max(Decimal(0), budget - row.spent - row.reserved)
+
+
+def _unhold(conn: sa.Connection, org_id: str, res_id: str) -> None:
+    """Give back the money a reservation held in its month's balance row."""
+    row = conn.execute(sa.select(reservations.c.amount, reservations.c.month)
+                       .where(reservations.c.id == res_id)).one()
+    conn.execute(balances.update()
+                 .where(balances.c.org_id == org_id, balances.c.month == row.month)
+                 .values(reserved=balances.c.reserved - money(row.amount)))
+
+
+def _usage_by_request(conn: sa.Connection, request_id: str) -> UsageRecord:
+    row = conn.execute(sa.select(usage_records)
+                       .where(usage_records.c.request_id == request_id)).one()
+    return UsageRecord(row.id, row.request_id, row.org_id, row.key_id, row.model, row.month,
+                       row.prompt_tokens, row.completion_tokens, row.input_cost,
+                       row.output_cost, row.cost, row.created_at)
