@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -75,8 +76,9 @@ def _param(loc: tuple) -> str | None:
     return out or None
 
 
-def validation_error(exc: RequestValidationError) -> ApiError:
-    """FastAPI's 422 becomes a 400 that names the first offending field and why."""
+def validation_error(exc) -> ApiError:
+    """A validation failure (FastAPI's 422, or pydantic's own `ValidationError`) becomes a
+    400 that names the first offending field and why."""
     errors = exc.errors()
     if not errors:
         return bad_request("the request is not valid")
@@ -87,8 +89,8 @@ def validation_error(exc: RequestValidationError) -> ApiError:
     kind = first.get("type", "")
     if kind == "missing":
         return bad_request(f"missing required field: {param}", param, code="missing_required")
-    msg = first.get("msg", "invalid value")
-    if kind == "model_attributes_type" and not param:
+    msg = first.get("msg", "invalid value").removeprefix("Value error, ")
+    if kind in ("model_attributes_type", "model_type") and not param:
         return bad_request("the request body must be a JSON object", code="invalid_json")
     return bad_request(f"invalid value for {param}: {msg}" if param else msg, param)
 
@@ -125,7 +127,8 @@ def _too_large(limit: int) -> bytes:
 
 
 class EdgeMiddleware:
-    """The outermost layer: a body-size limit and a last guard against tracebacks.
+    """The outermost layer: a body-size limit, a last guard against tracebacks, and the
+    one place each request's status and duration are observed (for metrics).
 
     A declared Content-Length over `body_limit` is refused with 413 before anything reads the
     body; a chunked body is counted as it arrives and refused once it passes the limit. Any
@@ -134,21 +137,33 @@ class EdgeMiddleware:
     caller.
     """
 
-    def __init__(self, app, body_limit: int):
+    def __init__(self, app, body_limit: int, observe=None):
         self.app = app
         self.limit = body_limit
+        self.observe = observe  # observe(path, status, seconds) once the answer is sent
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+        try:
+            status = await self._call(scope, receive, send)
+        finally:
+            if self.observe is not None:
+                self.observe(scope["path"], status, time.perf_counter() - start)
+
+    async def _call(self, scope, receive, send) -> int:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > self.limit:
-                    return await self._send(send, 413, _too_large(self.limit))
+                    await self._send(send, 413, _too_large(self.limit))
+                    return 413
                 break
         scope["persea.body_limit"] = self.limit
         seen = 0
         started = False
+        status = 500
 
         async def counted_receive():
             nonlocal seen
@@ -160,9 +175,10 @@ class EdgeMiddleware:
             return message
 
         async def tracked_send(message):
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
             await send(message)
 
         try:
@@ -170,6 +186,7 @@ class EdgeMiddleware:
         except BodyTooLarge:
             if not started:
                 await self._send(send, 413, _too_large(self.limit))
+                return 413
         except Exception as exc:  # noqa: BLE001 - the one place that catches everything
             log.error("unexpected %s on %s %s", type(exc).__name__, scope.get("method"),
                       scope.get("path"))
@@ -177,6 +194,8 @@ class EdgeMiddleware:
                 await self._send(send, 500, error_body(
                     500, "internal error in the gateway; the request was not charged",
                     code="internal_error"))
+                return 500
+        return status
 
     @staticmethod
     async def _send(send, status: int, body: bytes) -> None:

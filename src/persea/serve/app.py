@@ -1,0 +1,99 @@
+"""The gateway's app factory: FastAPI with the OpenAI routes, operations and admin.
+
+`create_app` wires what it is given (an `Accounts`, the backends by served model name, a rate
+limiter) and owns their lifecycle: at startup it starts the backends and calls
+`accounts.reconcile()` (a gateway killed mid-request left reservations held); at shutdown it
+closes them. No route serves model files, and FastAPI's interactive docs are off: the
+gateway's surface is the OpenAI API, `/healthz`, `/readyz`, `/metrics` and `/admin`.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from persea.errors import PerseaError
+from persea.serve.accounts import Accounts, AccountsError
+from persea.serve.backends.base import Backend
+from persea.serve.errors import ApiError, EdgeMiddleware, error_response, \
+    install_error_handlers
+from persea.serve.gateway import Gateway, api_error
+from persea.serve.limits import Limiter, MemoryLimiter
+from persea.serve.metrics import Metrics
+from persea.serve.routes import admin, ops
+from persea.serve.routes import openai as openai_routes
+
+log = logging.getLogger("persea.serve")
+
+DEFAULT_BODY_LIMIT = 1 << 20  # 1 MiB: far above any prompt the context can hold
+ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/healthz", "/readyz",
+          "/metrics"}
+
+
+def _route_label(path: str) -> str:
+    """A bounded label: known routes as they are, the rest by family."""
+    if path in ROUTES:
+        return path
+    if path.startswith("/admin/"):
+        return "/admin"
+    if path.startswith("/v1/models/"):
+        return "/v1/models/{model}"
+    return "other"
+
+
+def create_app(accounts: Accounts, backends: dict[str, Backend], *,
+               limiter: Limiter | None = None, admin_token: str | None = None,
+               body_limit: int = DEFAULT_BODY_LIMIT, db_threads: int = 8,
+               reconcile: bool = True) -> FastAPI:
+    metrics = Metrics()
+    limiter = limiter or MemoryLimiter()
+    gateway = Gateway(accounts, backends, limiter, metrics, db_threads=db_threads)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for backend in backends.values():
+            await backend.start()
+        if reconcile:
+            freed = await gateway.db(accounts.reconcile)
+            if freed:
+                log.warning("released %d reservations left by an earlier gateway", freed)
+        try:
+            yield
+        finally:
+            for backend in backends.values():
+                await backend.aclose()
+            await limiter.aclose()
+            gateway.close()
+
+    app = FastAPI(title="persea gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.gateway = gateway
+    app.state.admin_token = admin_token
+    install_error_handlers(app)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        if exc.status < 500:
+            metrics.rejections.labels(exc.reason).inc()
+        return error_response(exc)
+
+    @app.exception_handler(AccountsError)
+    async def _accounts_error(request: Request, exc: AccountsError):
+        return await _api_error(request, api_error(exc))
+
+    @app.exception_handler(PerseaError)
+    async def _persea_error(request: Request, exc: PerseaError):
+        return await _api_error(request, ApiError(400, exc.message))
+
+    app.include_router(openai_routes.router)
+    app.include_router(ops.router)
+    app.include_router(admin.router)
+
+    def observe(path: str, status: int, seconds: float) -> None:
+        metrics.observe(_route_label(path), status, seconds)
+
+    app.add_middleware(EdgeMiddleware, body_limit=body_limit, observe=observe)
+    return app
+

@@ -1,0 +1,227 @@
+"""One request's way through the gateway, before and after the model: the money path.
+
+    authenticate -> refuse what the plan does not allow (logprobs) -> find the backend (404)
+    -> check_model (403) -> count the prompt with the model's tokenizer -> bound max_tokens
+    -> rate limits (429 + Retry-After) -> reserve the worst case (402) -> [generate]
+    -> settle with the exact counts  |  release when the backend failed (nothing charged)
+
+`Accounts` is synchronous (SQLAlchemy); its calls run on a small thread pool so the event
+loop keeps serving while a database write waits. The one exception is settling a stream
+whose caller went away: the stream's task is being cancelled, so it settles synchronously
+right there (a few ms) rather than risk the cancellation skipping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from persea.serve.accounts import Accounts, AccountsError, Caller, Reservation
+from persea.serve.backends.base import Backend, Prepared, Prompt, Sampling
+from persea.serve.errors import ApiError, bad_request
+from persea.serve.limits import Ask, Limiter, retry_after_header
+from persea.serve.metrics import Metrics
+from persea.serve.wire import AnyRequest, refuse_unsupported
+
+log = logging.getLogger("persea.serve")
+
+DEFAULT_MAX_TOKENS = 256  # when a request names none (bounded by the context room too)
+
+
+def api_error(err: AccountsError) -> ApiError:
+    return ApiError(err.status, err.message, code=err.code)
+
+
+@dataclass
+class Admission:
+    """A request that passed every check and holds a reservation: it must end in exactly one
+    of `settle` or `release`."""
+
+    request_id: str
+    caller: Caller
+    model: str
+    backend: Backend
+    prepared: Prepared
+    sampling: Sampling
+    reservation: Reservation
+    tpm: Ask | None
+    done: bool = False
+
+
+class Gateway:
+    def __init__(self, accounts: Accounts, backends: dict[str, Backend], limiter: Limiter,
+                 metrics: Metrics, *, db_threads: int = 8):
+        self.accounts = accounts
+        self.backends = backends
+        self.limiter = limiter
+        self.metrics = metrics
+        self._pool = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="persea-db")
+
+    async def db(self, fn, *args):
+        """Run a synchronous Accounts call on the pool; its refusals become API errors."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except AccountsError as err:
+            raise api_error(err) from None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- before the model -------------------------------------------------------------
+    async def authenticate(self, authorization: str | None) -> Caller:
+        key = None
+        if authorization:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                key = value.strip()
+        if key is None:
+            raise ApiError(401, "no API key given: send the header `Authorization: Bearer "
+                           "psk-...`", code="invalid_api_key")
+        return await self.db(self.accounts.authenticate, key)
+
+    def backend_for(self, caller: Caller, model: str) -> Backend:
+        backend = self.backends.get(model)
+        if backend is None:
+            raise ApiError(404, f"the model {model!r} does not exist; GET /v1/models lists "
+                           "yours", code="model_not_found", param="model")
+        try:
+            self.accounts.check_model(caller, model)  # in memory: the plan is on the caller
+        except AccountsError as err:
+            raise api_error(err) from None
+        return backend
+
+    @staticmethod
+    def sampling_for(caller: Caller, req: AnyRequest, max_tokens: int) -> Sampling:
+        wants, k = req.wants_logprobs()
+        if req.logit_bias:
+            if wants:
+                raise ApiError(403, "logit_bias together with logprobs is refused: the two "
+                               "together would reveal the model's distribution",
+                               code="logprobs_not_allowed", param="logit_bias")
+            raise bad_request("logit_bias is not supported", "logit_bias", "unsupported")
+        top = None
+        if wants:
+            plan = caller.plan
+            if not plan.allow_logprobs:
+                raise ApiError(403, "logprobs are not available on your plan: the weights and "
+                               "the model's distribution stay closed",
+                               code="logprobs_not_allowed", param="logprobs")
+            top = min(k, plan.max_top_logprobs)  # capped at what the plan allows
+        return Sampling(max_tokens=max_tokens, n=req.n, stop=tuple(req.stops()),
+                        temperature=1.0 if req.temperature is None else req.temperature,
+                        top_p=1.0 if req.top_p is None else req.top_p, seed=req.seed,
+                        top_logprobs=top)
+
+    @staticmethod
+    def bound_max_tokens(req: AnyRequest, prepared: Prepared, prompt_param: str) -> int:
+        asked = req.requested_max_tokens()
+        room = prepared.max_new_tokens
+        if room is not None and room <= 0:
+            raise bad_request(f"the prompt is {prepared.prompt_tokens} tokens: it fills the "
+                              "model's context, leaving no room for an answer", prompt_param,
+                              "context_length_exceeded")
+        if asked is None:
+            return min(DEFAULT_MAX_TOKENS, room) if room is not None else DEFAULT_MAX_TOKENS
+        if room is not None and asked > room:
+            param = "max_completion_tokens" if getattr(req, "max_completion_tokens", None) \
+                else "max_tokens"
+            raise bad_request(f"{param} is {asked} but the prompt is {prepared.prompt_tokens} "
+                              f"tokens and the model's context leaves room for {room}", param,
+                              "context_length_exceeded")
+        return asked
+
+    async def admit(self, caller: Caller, req: AnyRequest, prompt: Prompt,
+                    prompt_param: str, id_prefix: str) -> Admission:
+        unsupported = refuse_unsupported(req)
+        if unsupported:
+            raise bad_request(unsupported[1], unsupported[0], "unsupported")
+        backend = self.backend_for(caller, req.model)
+        if not backend.ready:
+            raise ApiError(503, f"model {req.model} is still loading", code="model_not_ready")
+        prepared = backend.prepare(prompt)
+        max_tokens = self.bound_max_tokens(req, prepared, prompt_param)
+        sampling = self.sampling_for(caller, req, max_tokens)
+        worst = max_tokens * sampling.n
+        tpm = await self._limit(caller, prepared.prompt_tokens + worst)
+        request_id = f"{id_prefix}-{secrets.token_hex(12)}"
+        reservation = await self.db(self.accounts.reserve, caller, req.model,
+                                    prepared.prompt_tokens, worst, request_id)
+        return Admission(request_id, caller, req.model, backend, prepared, sampling,
+                         reservation, tpm)
+
+    async def _limit(self, caller: Caller, tokens: int) -> Ask | None:
+        plan = caller.plan
+        asks = []
+        if plan.rpm is not None:
+            asks.append(Ask(f"org:{caller.org_id}:rpm", plan.rpm, 1))
+        tpm = Ask(f"org:{caller.org_id}:tpm", plan.tpm, tokens) if plan.tpm is not None \
+            else None
+        if tpm is not None:
+            asks.append(tpm)
+        if not asks:
+            return None
+        wait = await self.limiter.acquire(asks)
+        if wait == float("inf"):
+            raise ApiError(429, f"this request needs up to {tokens} tokens but your plan allows "
+                           f"{plan.tpm} per minute; lower max_tokens or shorten the prompt",
+                           code="request_too_large", headers={"Retry-After": "60"})
+        if wait > 0:
+            raise ApiError(429, f"rate limit of your plan reached ({plan.rpm or 'unlimited'} "
+                           f"requests and {plan.tpm or 'unlimited'} tokens per minute); retry "
+                           f"in {wait:.1f} s", code="rate_limit_exceeded",
+                           headers={"Retry-After": retry_after_header(wait)})
+        return tpm
+
+    # -- after the model --------------------------------------------------------------
+    async def settle(self, adm: Admission, prompt_tokens: int, completion_tokens: int) -> None:
+        if adm.done:
+            return
+        adm.done = True
+        try:
+            await self.db(self.accounts.settle, adm.reservation, prompt_tokens,
+                          completion_tokens)
+        except Exception as err:  # noqa: BLE001 - the answer is given; reconcile frees it
+            log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
+            return
+        await self._after(adm, prompt_tokens, completion_tokens)
+
+    def settle_now(self, adm: Admission, prompt_tokens: int, completion_tokens: int) -> None:
+        """Synchronous settle for a stream being torn down (its task is cancelled)."""
+        if adm.done:
+            return
+        adm.done = True
+        try:
+            self.accounts.settle(adm.reservation, prompt_tokens, completion_tokens)
+        except Exception as err:  # noqa: BLE001
+            log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
+            return
+        self.metrics.charged(adm.model, prompt_tokens, completion_tokens)
+        if adm.tpm is not None:
+            asyncio.get_running_loop().create_task(self._refund(adm, prompt_tokens,
+                                                                completion_tokens))
+
+    async def release(self, adm: Admission) -> None:
+        if adm.done:
+            return
+        adm.done = True
+        self.metrics.backend_errors.labels(adm.model).inc()
+        try:
+            await self.db(self.accounts.release, adm.reservation)
+        except Exception as err:  # noqa: BLE001 - reconcile gives it back later
+            log.error("releasing %s failed: %s", adm.request_id, type(err).__name__)
+
+    async def _after(self, adm: Admission, prompt_tokens: int, completion_tokens: int) -> None:
+        self.metrics.charged(adm.model, prompt_tokens, completion_tokens)
+        if adm.tpm is not None:
+            await self._refund(adm, prompt_tokens, completion_tokens)
+
+    async def _refund(self, adm: Admission, prompt_tokens: int, completion_tokens: int):
+        unused = adm.tpm.cost - prompt_tokens - completion_tokens
+        if unused > 0:
+            try:
+                await self.limiter.refund(Ask(adm.tpm.key, adm.tpm.limit, unused))
+            except Exception as err:  # noqa: BLE001 - a lost refund only limits sooner
+                log.warning("token refund failed: %s", type(err).__name__)

@@ -1,0 +1,1 @@
+"""The gateway's HTTP routes: the OpenAI API, operations (health, metrics) and admin."""
