@@ -152,6 +152,17 @@ def teachers():
     out.print(table)
 
 
+def _register_admin_commands() -> None:
+    """orgs, keys, plans, usage, billing, audit: the gateway's admin (persea.serve.admin_cli,
+    which imports its heavy modules only when a command runs)."""
+    from persea.serve.admin_cli import register
+
+    register(app)
+
+
+_register_admin_commands()
+
+
 def _quiet_libraries() -> None:
     """Our own progress bars only: no per-file bars from transformers or the hub."""
     import os

@@ -127,6 +127,13 @@ class DistillSpec(_Strict):
     seed: int = 0
 
 
+class DatabaseSpec(_Strict):
+    """The gateway's database: a SQLAlchemy URL (`postgresql+psycopg://...` or `sqlite:///...`,
+    a relative SQLite path counting from the project directory)."""
+
+    url: str = Field(min_length=1)
+
+
 class Project(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     seed: int = 0
@@ -134,6 +141,7 @@ class Project(_Strict):
     prompts: PromptsSpec = PromptsSpec(toyworld=ToyworldPrompts())
     harvest: HarvestSpec = HarvestSpec()
     distill: DistillSpec = DistillSpec()
+    database: DatabaseSpec | None = None  # None: sqlite:///<project dir>/persea.db
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Project":

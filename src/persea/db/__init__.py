@@ -9,6 +9,7 @@ programmatically through `upgrade(url)`, so an installed persea can migrate its 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -22,6 +23,27 @@ READ_ONLY = {"persea_read": True}  # execution option: a read-only transaction (
 def default_url(directory: Path | str = ".") -> str:
     """The embedded default: `persea.db` in `directory`."""
     return f"sqlite:///{(Path(directory) / 'persea.db').resolve()}"
+
+
+def resolve_url(db: str | None = None, project: "str | Path | None" = None) -> str:
+    """Which database a command uses: `db` (the --db flag) or $PERSEA_DB first; else the
+    project's `database.url` (a relative SQLite path counts from the project directory) or
+    its `persea.db` when a project is given; else `persea.db` in the current directory."""
+    db = db or os.environ.get("PERSEA_DB")
+    if db:
+        return db
+    if project is None:
+        return default_url(".")
+    from persea.project import load_project
+
+    loaded = load_project(project)
+    if loaded.spec.database is None:
+        return default_url(loaded.root)
+    url = sa.make_url(loaded.spec.database.url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).is_absolute():
+        url = url.set(database=str((loaded.root / url.database).resolve()))
+    return url.render_as_string(hide_password=False)
 
 
 def make_engine(url: str, **kwargs) -> sa.Engine:
