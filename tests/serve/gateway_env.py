@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from persea.db import upgrade
@@ -96,3 +97,21 @@ def stop_env(env: GatewayEnv, stub_server: LiveServer) -> None:
     env.server.stop()
     stub_server.stop()
     env.accounts.close()
+
+
+@pytest.fixture(scope="session")
+def toy_model():
+    """The built-in qwen3-toy teacher, loaded once per test session (about 1.5 s)."""
+    from persea.models import load_hf_dir
+    from persea.toyworld.builtin import BUILTIN_TEACHERS
+
+    return load_hf_dir("toy", BUILTIN_TEACHERS["qwen3-toy"].path)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, toy_model):
+    """A gateway on a fresh SQLite database, shared by the tests of one module."""
+    db = tmp_path_factory.mktemp("gateway") / "persea.db"
+    gateway, stub_server = start_env(f"sqlite:///{db}", toy_model)
+    yield gateway
+    stop_env(gateway, stub_server)

@@ -9,27 +9,11 @@ from decimal import Decimal
 import openai
 import pytest
 
-from tests.serve.gateway_env import PRICE, start_env, stop_env
+from tests.serve.gateway_env import PRICE, env, toy_model  # noqa: F401 - fixtures
 from tests.serve.stub_upstream import REPLY
 
 CHAT = [{"role": "user", "content": "What is 12 plus 30?"}]
 RAMBLE = "Once upon a time"  # the toy model continues this for 100+ tokens at temperature 0
-
-
-@pytest.fixture(scope="session")
-def toy_model():
-    from persea.models import load_hf_dir
-    from persea.toyworld.builtin import BUILTIN_TEACHERS
-
-    return load_hf_dir("toy", BUILTIN_TEACHERS["qwen3-toy"].path)
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, toy_model):
-    db = tmp_path_factory.mktemp("gateway") / "persea.db"
-    env, stub_server = start_env(f"sqlite:///{db}", toy_model)
-    yield env
-    stop_env(env, stub_server)
 
 
 @pytest.fixture

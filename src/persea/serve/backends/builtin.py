@@ -135,6 +135,7 @@ class BuiltinBackend:
         self.max_batch = max_batch
         self.ready = True
         self.batch_sizes: list[int] = []  # rows per generate call, for tests and metrics
+        self.tokens_generated = 0  # every token any row drew, delivered or not
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
         self._lock = threading.Lock()
@@ -242,6 +243,7 @@ class BuiltinBackend:
             row.done = True
             return
         row.tokens.append(token)
+        self.tokens_generated += 1
         logprobs = None
         if row.pending is not None:
             lp = row.pending

@@ -115,8 +115,9 @@ async def _complete(gw: Gateway, adm: Admission) -> Result:
 
 
 def _chat_logprobs(lps, adm: Admission) -> ChoiceLogprobs | None:
-    if adm.sampling.top_logprobs is None or lps is None:
+    if adm.sampling.top_logprobs is None:
         return None
+    lps = lps or []
     return ChoiceLogprobs(content=[
         TokenLogprob(token=t.token, logprob=t.logprob, bytes=list(t.token.encode()),
                      top_logprobs=[TopLogprob(token=s, logprob=v, bytes=list(s.encode()))
@@ -125,8 +126,9 @@ def _chat_logprobs(lps, adm: Admission) -> ChoiceLogprobs | None:
 
 
 def _completion_logprobs(lps, adm: Admission, offset: int = 0) -> CompletionLogprobs | None:
-    if adm.sampling.top_logprobs is None or lps is None:
+    if adm.sampling.top_logprobs is None:
         return None
+    lps = lps or []
     offsets = []
     for t in lps:
         offsets.append(offset)
