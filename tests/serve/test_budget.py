@@ -186,3 +186,42 @@ def test_budget_change_applies_at_once_and_unlimited_is_unlimited(accounts, call
     accounts.reserve(caller, "m", 0, 1000, "one-more")  # the cached caller is not stale
     accounts.update_plan("small", monthly_budget=None)
     accounts.reserve(caller, "m", 0, 10**9, "huge")
+
+
+@pytest.mark.parametrize("prompt, max_tokens", [(-1, 10), (10, -1), (2**31, 1), (1.5, 1)])
+def test_token_counts_out_of_range_are_refused_and_hold_nothing(accounts, caller, prompt,
+                                                                max_tokens):
+    with pytest.raises(AccountsError, match="token counts"):
+        accounts.reserve(caller, "m", prompt, max_tokens, "bad")
+    assert accounts.balance(caller.org_id) == (0, 0)
+
+
+KILLED_GATEWAY = """
+import os, signal, sys
+from datetime import datetime, timedelta, timezone
+from persea.serve.accounts import Accounts
+clock = lambda: datetime(2026, 3, 14, 12, 0, tzinfo=timezone.utc)
+acc = Accounts(sys.argv[1], clock=clock, reservation_ttl=timedelta(minutes=15))
+res = acc.reserve(acc.authenticate(sys.argv[2]), "m", 0, 20_000, "killed-mid-request")
+print(res.id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # generation never finishes: no settle, no release
+"""
+
+
+def test_a_really_killed_gateway_leaves_nothing_held_after_reconcile(accounts, migrated_url,
+                                                                     clock):
+    import subprocess
+    import sys
+
+    accounts.create_plan("small", PRICES, monthly_budget=Decimal("0.05"))
+    accounts.create_org("acme", "small")
+    raw = accounts.create_key("acme").raw_key
+    proc = subprocess.run([sys.executable, "-c", KILLED_GATEWAY, migrated_url, raw],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9 and proc.stdout.startswith("res_"), proc.stderr
+    org_id = accounts.org("acme").id
+    assert accounts.balance(org_id) == (0, Decimal("0.02"))  # held by a dead process
+    assert accounts.reconcile() == 0  # the next gateway starts at once: not expired yet
+    clock.advance(minutes=15)
+    assert accounts.reconcile() == 1
+    assert accounts.balance(org_id) == (0, 0) and _usage_rows(accounts) == []

@@ -29,6 +29,8 @@ from persea.serve.account_types import (AccountsError, BudgetExhausted, Caller, 
 from persea.serve.admin import AccountAdmin
 from persea.serve.money import Price, month_of
 
+MAX_TOKENS = 2**31 - 1  # per request and kind; usage columns are 32-bit INTEGER
+
 __all__ = ["Accounts", "AccountsError", "BudgetExhausted", "Caller", "InvalidKey",
            "ModelNotAllowed", "PlanTerms", "Price", "Reservation", "UsageRecord"]
 
@@ -116,8 +118,7 @@ class Accounts(AccountAdmin):
         The budget is read from the database inside that UPDATE, so a plan change counts at
         once and concurrent requests can never together pass it."""
         price = self.check_model(caller, model)
-        if prompt_tokens < 0 or max_tokens < 0:
-            raise AccountsError("token counts must be >= 0")
+        _check_tokens(prompt_tokens, max_tokens)
         amount = sum(price.cost(prompt_tokens, max_tokens), Decimal(0))
         now = self.clock()
         month = month_of(now)
@@ -157,8 +158,7 @@ class Accounts(AccountAdmin):
         exact cost at the prices fixed when it was reserved, and give back the rest of what
         was held. Settling again returns the first record and charges nothing more. A
         reservation already expired by `reconcile` is still charged (the work was done)."""
-        if prompt_tokens < 0 or completion_tokens < 0:
-            raise AccountsError("token counts must be >= 0")
+        _check_tokens(prompt_tokens, completion_tokens)
         try:
             with self.engine.begin() as conn:
                 row = conn.execute(sa.select(reservations)
@@ -233,6 +233,12 @@ class Accounts(AccountAdmin):
             row = conn.execute(sa.select(balances.c.spent, balances.c.reserved).where(
                 balances.c.org_id == org_id, balances.c.month == month)).first()
         return (row.spent, row.reserved) if row else (Decimal(0), Decimal(0))
+
+
+def _check_tokens(*counts: int) -> None:
+    """Token counts are whole numbers from 0 to MAX_TOKENS (what an INTEGER column holds)."""
+    if any(not isinstance(c, int) or not 0 <= c <= MAX_TOKENS for c in counts):
+        raise AccountsError(f"token counts must be whole numbers from 0 to {MAX_TOKENS:,}")
 
 
 def _ensure_balance(conn: sa.Connection, org_id: str, month: str) -> None:
