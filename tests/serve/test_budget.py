@@ -86,16 +86,19 @@ def test_a_request_id_is_reserved_once(accounts, caller):
 
 
 @pytest.mark.parametrize("threads, attempts", [(16, 8)])
-def test_concurrent_reservations_never_pass_the_budget(accounts, caller, threads, attempts):
-    """16 threads x 8 reservations of 0.001 against a budget of 0.05: exactly 50 succeed."""
+def test_concurrent_reservations_never_pass_the_budget(accounts, caller, migrated_url, threads,
+                                                       attempts):
+    """16 threads x 8 reservations of 0.001 against a budget of 0.05, through two `Accounts`
+    (two gateway replicas, each with its own connection pool): exactly 50 succeed."""
     start = threading.Barrier(threads)
+    replicas = [accounts, Accounts(migrated_url, clock=accounts.clock)]
 
     def worker(t: int) -> int:
         start.wait()
         won = 0
         for i in range(attempts):
             try:
-                accounts.reserve(caller, "m", 0, 1000, f"t{t}-{i}")
+                replicas[t % 2].reserve(caller, "m", 0, 1000, f"t{t}-{i}")
                 won += 1
             except BudgetExhausted:
                 pass
@@ -103,6 +106,7 @@ def test_concurrent_reservations_never_pass_the_budget(accounts, caller, threads
 
     with ThreadPoolExecutor(threads) as pool:
         won = sum(pool.map(worker, range(threads)))
+    replicas[1].close()
     spent, held = accounts.balance(caller.org_id)
     assert won == 50 and held == Decimal("0.050") and spent == 0
     with accounts.engine.connect() as conn:

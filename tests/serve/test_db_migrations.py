@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +20,8 @@ GATEWAY_TABLES = {"plans", "plan_prices", "orgs", "api_keys", "balances", "reser
 
 
 def test_upgrade_on_empty_database_builds_the_schema(db_url):
+    if db_url.startswith("sqlite"):
+        Path(sa.make_url(db_url).database).touch()  # an empty file, zero bytes
     assert current_revision(db_url) is None
     upgrade(db_url)
     engine = make_engine(db_url)
