@@ -152,6 +152,32 @@ def teachers():
     out.print(table)
 
 
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+          port: int = typer.Option(8000, help="Port to listen on."),
+          db: Optional[str] = typer.Option(
+              None, help="Database URL (default: $PERSEA_DB, else ./persea.db; "
+              "postgresql+psycopg://... for PostgreSQL)."),
+          model: Optional[list[str]] = typer.Option(
+              None, "--model", help="NAME=BUILTIN_OR_DIR: serve a built-in teacher or a model "
+              "directory under NAME (repeatable; default qwen3-toy=qwen3-toy)."),
+          upstream: Optional[list[str]] = typer.Option(
+              None, "--upstream", help="NAME=URL: serve NAME from an OpenAI-compatible server "
+              "(vLLM, ...), e.g. big=http://127.0.0.1:8001/v1 (repeatable)."),
+          redis: Optional[str] = typer.Option(
+              None, help="Redis URL for rate limits shared by several gateways."),
+          admin_token: Optional[str] = typer.Option(
+              None, help="Credential for /admin/... (default: $PERSEA_ADMIN_TOKEN; none: the "
+              "admin API is off).")):
+    """Serve the models through the OpenAI-compatible API, with keys, limits and metering."""
+    from persea.serve.serve_cli import ServeOptions, run_serve
+
+    run_serve(ServeOptions(host=host, port=port, db=db, models=list(model or []),
+                           upstreams=list(upstream or []), redis=redis,
+                           admin_token=admin_token),
+              echo=lambda line: out.print(line, soft_wrap=True, highlight=False))
+
+
 def _register_admin_commands() -> None:
     """orgs, keys, plans, usage, billing, audit: the gateway's admin (persea.serve.admin_cli,
     which imports its heavy modules only when a command runs)."""

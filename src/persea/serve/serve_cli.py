@@ -1,0 +1,122 @@
+"""`persea serve`: open the database, load the models, start the gateway under uvicorn.
+
+On the first start with an empty database it creates a default plan that prices every served
+model, a default organisation and a first API key, and prints that key once, so that a new
+user can run `persea serve`, copy the key, and call the API with curl or the openai client.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from persea.errors import PerseaError
+
+DEFAULT_MODEL = "qwen3-toy=qwen3-toy"  # a built-in teacher, until a student is released
+DEFAULT_PRICE = ("0.50", "1.50")       # money per million input / output tokens
+log = logging.getLogger("persea.serve")
+
+
+@dataclass
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db: str | None = None
+    models: list[str] = field(default_factory=list)     # NAME=BUILTIN_OR_DIR
+    upstreams: list[str] = field(default_factory=list)  # NAME=URL
+    redis: str | None = None
+    admin_token: str | None = None
+    body_limit: int = 1 << 20
+    batch_window_ms: float = 5.0
+
+
+def _pairs(values: list[str], flag: str, example: str) -> list[tuple[str, str]]:
+    out = []
+    for v in values:
+        name, eq, source = v.partition("=")
+        if not eq or not name.strip() or not source.strip():
+            raise PerseaError(f"{flag} {v!r}: expected NAME=VALUE, for example {example}")
+        out.append((name.strip(), source.strip()))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise PerseaError(f"{flag}: a model name is given twice ({', '.join(names)})")
+    return out
+
+
+def build_backends(options: ServeOptions) -> dict:
+    from persea.serve.backends.builtin import load_builtin
+    from persea.serve.backends.upstream import UpstreamBackend
+
+    models = options.models or ([] if options.upstreams else [DEFAULT_MODEL])
+    backends: dict = {}
+    for name, source in _pairs(models, "--model", "persea-small=qwen3-toy"):
+        backend = load_builtin(name, source)
+        backend.window = options.batch_window_ms / 1000
+        backends[name] = backend
+    for name, url in _pairs(options.upstreams, "--upstream",
+                            "big=http://127.0.0.1:8001/v1"):
+        if name in backends:
+            raise PerseaError(f"--upstream {name}: already served by --model")
+        if not url.startswith(("http://", "https://")):
+            raise PerseaError(f"--upstream {name}={url}: expected an http(s):// URL of an "
+                              "OpenAI-compatible server, ending in /v1")
+        backends[name] = UpstreamBackend(name, url, api_key=os.environ.get(
+            f"PERSEA_UPSTREAM_KEY_{name.upper().replace('-', '_')}"))
+    return backends
+
+
+def bootstrap(accounts, models: list[str]) -> str | None:
+    """On an empty database: a default plan pricing `models`, org `default`, a first key.
+    Returns the raw key (to print once), or None when the database already has orgs."""
+    from persea.serve.money import Price
+
+    if accounts.orgs():
+        return None
+    price = Price(Decimal(DEFAULT_PRICE[0]), Decimal(DEFAULT_PRICE[1]))
+    accounts.create_plan("default", {m: price for m in models}, actor="persea serve")
+    accounts.create_org("default", "default", actor="persea serve")
+    return accounts.create_key("default", name="first key", actor="persea serve").raw_key
+
+
+def safe_url(url: str) -> str:
+    import sqlalchemy as sa
+
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def run_serve(options: ServeOptions, echo=print) -> None:
+    import uvicorn
+
+    from persea.db import resolve_url, upgrade
+    from persea.serve.accounts import Accounts
+    from persea.serve.app import create_app
+    from persea.serve.limits import make_limiter
+
+    url = resolve_url(options.db)
+    try:
+        upgrade(url)
+    except Exception as err:  # noqa: BLE001 - say which database, never its password
+        raise PerseaError(f"cannot open the database {safe_url(url)} "
+                          f"({type(err).__name__})") from None
+    accounts = Accounts(url, actor="persea serve")
+    backends = build_backends(options)
+    first_key = bootstrap(accounts, list(backends))
+    if first_key:
+        echo(f"created org 'default' on plan 'default' ({', '.join(backends)} at "
+             f"{DEFAULT_PRICE[0]}/{DEFAULT_PRICE[1]} per million tokens)")
+        echo(f"first API key (shown once, store it now): {first_key}")
+    unpriced = sorted(set(backends) - {m for p in accounts.plans() for m in p.prices})
+    if unpriced:
+        echo(f"note: no plan sells {', '.join(unpriced)} yet; price it with the admin API "
+             "or CLI before anyone can call it")
+    admin_token = options.admin_token or os.environ.get("PERSEA_ADMIN_TOKEN")
+    app = create_app(accounts, backends, limiter=make_limiter(options.redis),
+                     admin_token=admin_token, body_limit=options.body_limit)
+    echo(f"serving {', '.join(backends)} on http://{options.host}:{options.port}/v1 "
+         f"(database {safe_url(url)}; rate limits "
+         f"{'in Redis' if options.redis else 'in this process'}; admin API "
+         f"{'on' if admin_token else 'off'})")
+    uvicorn.run(app, host=options.host, port=options.port, access_log=False,
+                log_level="warning")
