@@ -73,7 +73,8 @@ def test_budget_exhausted_is_a_402_with_a_safe_message(accounts, caller):
     with pytest.raises(BudgetExhausted) as err:
         accounts.reserve(caller, "m", 0, 50_001, "too-big")
     assert err.value.status == 402 and err.value.code == "insufficient_quota"
-    assert "0.05" in err.value.message and "psk-" not in err.value.message
+    assert "up to 0.050001 and 0.05 is left" in err.value.message
+    assert "psk-" not in err.value.message
     assert accounts.balance(caller.org_id) == (0, 0)
 
 

@@ -27,7 +27,7 @@ from persea.serve.account_types import (AccountsError, BudgetExhausted, Caller, 
                                         ModelNotAllowed, PlanTerms, Reservation, UsageRecord,
                                         hash_key, load_plan, money, new_id, utcnow)
 from persea.serve.admin import AccountAdmin
-from persea.serve.money import Price, month_of
+from persea.serve.money import Price, money_json, month_of
 
 MAX_TOKENS = 2**31 - 1  # per request and kind; usage columns are 32-bit INTEGER
 
@@ -137,8 +137,9 @@ class Accounts(AccountAdmin):
             if held != 1:
                 left = _left_this_month(conn, caller.org_id, month)
                 raise BudgetExhausted(
-                    f"this request could cost up to {amount:f} and {left:f} is left of this "
-                    f"month's budget; lower max_tokens, or raise the budget")
+                    f"this request could cost up to {money_json(amount)} and "
+                    f"{money_json(left)} is left of this month's budget; lower max_tokens, "
+                    "or raise the budget")
             try:
                 with conn.begin_nested():
                     conn.execute(reservations.insert().values(
