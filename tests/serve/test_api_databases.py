@@ -1,0 +1,42 @@
+"""The money path through HTTP on both databases (SQLite and PostgreSQL, from conftest's
+`migrated_url`): many concurrent callers never spend past the budget, and every answered
+request is exactly one usage record whose costs add up to what was spent."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import httpx
+import sqlalchemy as sa
+
+from persea.db.schema import usage_records
+from tests.serve.gateway_env import start_env, stop_env, toy_model  # noqa: F401 - fixture
+
+CHAT = {"model": "stub", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+
+
+def test_concurrent_callers_stay_within_budget_and_are_metered_once(migrated_url, toy_model):
+    env, stub_server = start_env(migrated_url, toy_model)
+    try:
+        def one(_):
+            return httpx.post(env.url + "/v1/chat/completions", json=CHAT,
+                              headers=env.headers("poor"), timeout=30)
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(one, range(24)))
+        statuses = [r.status_code for r in answers]
+        assert set(statuses) <= {200, 402} and 200 in statuses and 402 in statuses
+        caller = env.accounts.authenticate(env.keys["poor"])
+        spent, reserved = env.accounts.balance(caller.org_id)
+        assert spent <= caller.plan.monthly_budget and reserved == 0
+        with env.accounts.engine.connect() as conn:
+            rows = conn.execute(sa.select(usage_records.c.request_id, usage_records.c.cost,
+                                          usage_records.c.completion_tokens)
+                                .where(usage_records.c.org_id == caller.org_id)).all()
+        ok = [r.json() for r in answers if r.status_code == 200]
+        assert sorted(r.request_id for r in rows) == sorted(a["id"] for a in ok)
+        assert sum(r.cost for r in rows) == spent
+        assert sum(r.completion_tokens for r in rows) == \
+            sum(a["usage"]["completion_tokens"] for a in ok)
+    finally:
+        stop_env(env, stub_server)
