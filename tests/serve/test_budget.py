@@ -230,3 +230,20 @@ def test_a_really_killed_gateway_leaves_nothing_held_after_reconcile(accounts, m
     clock.advance(minutes=15)
     assert accounts.reconcile() == 1
     assert accounts.balance(org_id) == (0, 0) and _usage_rows(accounts) == []
+
+
+def test_purge_keeps_held_and_recent_reservations_and_settle_stays_idempotent(accounts,
+                                                                              caller, clock):
+    done = accounts.reserve(caller, "m", 0, 1000, "done")
+    record = accounts.settle(done, 0, 10)
+    accounts.release(accounts.reserve(caller, "m", 0, 1000, "failed"))
+    clock.advance(days=29)
+    held = accounts.reserve(caller, "m", 0, 1000, "held-long")
+    assert accounts.purge_reservations() == 0  # closed ones expired only 29 days ago
+    clock.advance(days=2)
+    assert accounts.purge_reservations() == 2  # the settled and the released one
+    with accounts.engine.connect() as conn:
+        left = conn.execute(sa.select(reservations.c.request_id)).scalars().all()
+    assert left == ["held-long"] and held.request_id == "held-long"
+    assert accounts.settle(done, 0, 10) == record  # still answered from the usage record
+    assert len(_usage_rows(accounts)) == 1
