@@ -83,6 +83,9 @@ def test_a_request_id_is_reserved_once(accounts, caller):
     with pytest.raises(AccountsError) as err:
         accounts.reserve(caller, "m", 0, 1000, "same")
     assert err.value.status == 409
+    for bad in ("", "x" * 201):
+        with pytest.raises(AccountsError, match="request id"):
+            accounts.reserve(caller, "m", 0, 1000, bad)
     assert accounts.balance(caller.org_id) == (0, Decimal("0.001"))  # the second held nothing
 
 

@@ -119,6 +119,8 @@ class Accounts(AccountAdmin):
         once and concurrent requests can never together pass it."""
         price = self.check_model(caller, model)
         _check_tokens(prompt_tokens, max_tokens)
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= 200:
+            raise AccountsError("request id: expected 1 to 200 characters")
         amount = sum(price.cost(prompt_tokens, max_tokens), Decimal(0))
         now = self.clock()
         month = month_of(now)
