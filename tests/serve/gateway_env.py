@@ -7,6 +7,7 @@ behind it (to look at usage records and balances), the backends and the stub.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -44,6 +45,7 @@ class GatewayEnv:
     toy: BuiltinBackend
     stub: StubUpstream
     server: LiveServer
+    gateway: object  # persea.serve.gateway.Gateway, to wait for background settles
 
     @property
     def v1(self) -> str:
@@ -59,12 +61,26 @@ class GatewayEnv:
                 **headers, "Content-Type": "application/json"}, timeout=30, **kw)
         return httpx.post(self.url + path, json=body, headers=headers, timeout=30, **kw)
 
+    def settled(self, seconds: float = 10.0) -> None:
+        """Wait until no usage record is still being written (answers go out first)."""
+        deadline = time.monotonic() + seconds
+        while self.gateway._settling:
+            if time.monotonic() > deadline:
+                raise AssertionError("settles still running after {seconds} s")
+            time.sleep(0.005)
+
+    def balance(self, org: str):
+        self.settled()
+        return self.accounts.balance(self.accounts.authenticate(self.keys[org]).org_id)
+
     def usage(self, request_id: str):
+        self.settled()
         with self.accounts.engine.connect() as conn:
             return conn.execute(sa.select(usage_records)
                                 .where(usage_records.c.request_id == request_id)).first()
 
     def usage_count(self) -> int:
+        self.settled()
         with self.accounts.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(usage_records)).scalar()
 
@@ -90,7 +106,8 @@ def start_env(db_url: str, toy_model, **app_kwargs) -> tuple[GatewayEnv, LiveSer
                                                     upstream_model="stub-model")}
     app = create_app(accounts, backends, admin_token=ADMIN_TOKEN, **app_kwargs)
     server = LiveServer(app).start()
-    return GatewayEnv(server.url, keys, accounts, toy, stub, server), stub_server
+    return GatewayEnv(server.url, keys, accounts, toy, stub, server,
+                      app.state.gateway), stub_server
 
 
 def stop_env(env: GatewayEnv, stub_server: LiveServer) -> None:

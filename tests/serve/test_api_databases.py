@@ -27,7 +27,7 @@ def test_concurrent_callers_stay_within_budget_and_are_metered_once(migrated_url
         statuses = [r.status_code for r in answers]
         assert set(statuses) <= {200, 402} and 200 in statuses and 402 in statuses
         caller = env.accounts.authenticate(env.keys["poor"])
-        spent, reserved = env.accounts.balance(caller.org_id)
+        spent, reserved = env.balance("poor")
         assert spent <= caller.plan.monthly_budget and reserved == 0
         with env.accounts.engine.connect() as conn:
             rows = conn.execute(sa.select(usage_records.c.request_id, usage_records.c.cost,

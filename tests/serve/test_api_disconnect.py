@@ -24,7 +24,6 @@ def _wait_for_usage(env, request_id: str, seconds: float = 10.0):
 
 
 def test_disconnect_mid_stream_charges_only_tokens_generated(env):
-    caller = env.accounts.authenticate(env.keys["acme"])
     body = {"model": "toy", "prompt": "Once upon a time", "max_tokens": MAX_TOKENS,
             "temperature": 0, "stream": True}
     received = 0
@@ -56,7 +55,7 @@ def _settled_count(env) -> int:
         if env.toy.tokens_generated != last:
             last, stable_since = env.toy.tokens_generated, time.monotonic()
     return last
-    spent, reserved = env.accounts.balance(caller.org_id)
+    spent, reserved = env.balance("acme")
     assert reserved == 0
 
 

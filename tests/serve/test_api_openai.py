@@ -159,13 +159,12 @@ def test_upstream_backend_answers_whole_and_streamed(env, client):
 
 
 def test_upstream_failure_is_a_502_and_costs_nothing(env, client):
-    caller = env.accounts.authenticate(env.keys["acme"])
-    before = env.accounts.balance(caller.org_id)
+    before = env.balance("acme")
     records = env.usage_count()
     env.stub.fail_next = 1
     with pytest.raises(openai.InternalServerError) as err:
         client.chat.completions.create(model="stub", messages=CHAT)
     assert err.value.status_code == 502
     assert err.value.body["code"] == "backend_error"
-    assert env.accounts.balance(caller.org_id) == before  # reserved and given back
+    assert env.balance("acme") == before  # reserved and given back
     assert env.usage_count() == records

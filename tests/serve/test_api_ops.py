@@ -33,6 +33,7 @@ def test_metrics_count_requests_tokens_and_rejections(env):
     before = httpx.get(env.url + "/metrics").text
     r = env.post("/v1/chat/completions", CHAT)
     assert r.status_code == 200
+    env.settled()  # tokens are counted when the usage is recorded
     env.post("/v1/chat/completions", CHAT, org=None)  # 401
     env.post("/v1/chat/completions", {**CHAT, "model": "nope"})  # 404
     after = httpx.get(env.url + "/metrics")
@@ -81,6 +82,7 @@ def test_admin_creates_plan_org_key_then_reports_usage(env):
     answer = httpx.post(env.url + "/v1/chat/completions", json=CHAT,
                         headers={"Authorization": f"Bearer {key}"}).json()
     u = answer["usage"]
+    env.settled()  # the answer goes out before its usage record is written
     usage = httpx.get(env.url + "/admin/orgs/globex/usage", headers=ADMIN).json()
     from decimal import Decimal
 

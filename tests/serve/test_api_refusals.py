@@ -137,7 +137,7 @@ def test_budget_spent_is_402_and_never_exceeded(env):
             assert err["type"] == "insufficient_quota"
             break
     assert statuses[0] == 200 and statuses[-1] == 402
-    spent, reserved = env.accounts.balance(caller.org_id)
+    spent, reserved = env.balance("poor")
     assert spent <= budget and reserved == 0
     # A request too expensive to fit is refused before any work, even the first one.
     _error(env.post("/v1/chat/completions", {**CHAT, "max_tokens": 200}, org="poor"), 402)

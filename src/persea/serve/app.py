@@ -62,6 +62,7 @@ def create_app(accounts: Accounts, backends: dict[str, Backend], *,
         try:
             yield
         finally:
+            await gateway.drain()
             for backend in backends.values():
                 await backend.aclose()
             await limiter.aclose()

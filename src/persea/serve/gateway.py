@@ -6,9 +6,11 @@
     -> settle with the exact counts  |  release when the backend failed (nothing charged)
 
 `Accounts` is synchronous (SQLAlchemy); its calls run on a small thread pool so the event
-loop keeps serving while a database write waits. The one exception is settling a stream
-whose caller went away: the stream's task is being cancelled, so it settles synchronously
-right there (a few ms) rather than risk the cancellation skipping it.
+loop keeps serving while a database write waits. A whole (non-streamed) answer is sent
+before its usage record is written (`settle_soon`): the counts are exact by then and the
+reservation already covers them. Settling a stream whose caller went away is done
+synchronously right there (a few ms): the stream's task is being cancelled, and an await
+could be skipped.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class Gateway:
         self.limiter = limiter
         self.metrics = metrics
         self._pool = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="persea-db")
+        self._settling: set[asyncio.Task] = set()
 
     async def db(self, fn, *args):
         """Run a synchronous Accounts call on the pool; its refusals become API errors."""
@@ -67,8 +70,13 @@ class Gateway:
         except AccountsError as err:
             raise api_error(err) from None
 
+    async def drain(self) -> None:
+        """Wait for every settle still running (at shutdown, so no usage is lost)."""
+        while self._settling:
+            await asyncio.gather(*list(self._settling), return_exceptions=True)
+
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True)
 
     # -- before the model -------------------------------------------------------------
     async def authenticate(self, authorization: str | None) -> Caller:
@@ -176,6 +184,16 @@ class Gateway:
         return tpm
 
     # -- after the model --------------------------------------------------------------
+    def settle_soon(self, adm: Admission, prompt_tokens: int, completion_tokens: int) -> None:
+        """Settle without holding up the answer: the exact counts are known, so the caller
+        gets its response while the usage record is written (the reservation already holds
+        the worst case, so the budget can never be passed in between). Shutdown waits for
+        these (`drain`); a crash in between leaves the reservation for `reconcile`."""
+        task = asyncio.get_running_loop().create_task(
+            self.settle(adm, prompt_tokens, completion_tokens))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
     async def settle(self, adm: Admission, prompt_tokens: int, completion_tokens: int) -> None:
         if adm.done:
             return

@@ -107,7 +107,7 @@ async def _complete(gw: Gateway, adm: Admission) -> Result:
         raise
     finally:
         gw.metrics.in_flight.labels(adm.model).dec()
-    await gw.settle(adm, result.prompt_tokens, result.completion_tokens)
+    gw.settle_soon(adm, result.prompt_tokens, result.completion_tokens)
     return result
 
 
