@@ -101,7 +101,7 @@ def start_env(db_url: str, toy_model, **app_kwargs) -> tuple[GatewayEnv, LiveSer
     keys = populate(accounts)
     stub = StubUpstream()
     stub_server = LiveServer(stub).start()
-    toy = BuiltinBackend("toy", toy_model)
+    toy = BuiltinBackend("toy", toy_model, torch_threads=1)
     backends = {"toy": toy, "stub": UpstreamBackend("stub", stub_server.url + "/v1",
                                                     upstream_model="stub-model")}
     app = create_app(accounts, backends, admin_token=ADMIN_TOKEN, **app_kwargs)

@@ -56,7 +56,7 @@ def create_app(accounts: Accounts, backends: dict[str, Backend], *,
         for backend in backends.values():
             await backend.start()
         if reconcile:
-            freed = await gateway.db(accounts.reconcile)
+            freed = await gateway.db(accounts.reconcile, write=True)
             if freed:
                 log.warning("released %d reservations left by an earlier gateway", freed)
         try:

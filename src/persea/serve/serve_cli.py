@@ -30,6 +30,7 @@ class ServeOptions:
     admin_token: str | None = None
     body_limit: int = 1 << 20
     batch_window_ms: float = 5.0
+    torch_threads: int = 1  # the built-in models are small; more threads wait on each other
 
 
 def _pairs(values: list[str], flag: str, example: str) -> list[tuple[str, str]]:
@@ -52,7 +53,7 @@ def build_backends(options: ServeOptions) -> dict:
     models = options.models or ([] if options.upstreams else [DEFAULT_MODEL])
     backends: dict = {}
     for name, source in _pairs(models, "--model", "persea-small=qwen3-toy"):
-        backend = load_builtin(name, source)
+        backend = load_builtin(name, source, torch_threads=options.torch_threads)
         backend.window = options.batch_window_ms / 1000
         backends[name] = backend
     for name, url in _pairs(options.upstreams, "--upstream",

@@ -81,7 +81,7 @@ async def _body(request: Request, kind):
 async def _call(request: Request, fn, *args, **kwargs):
     gw = request.app.state.gateway
     try:
-        return await gw.db(lambda: fn(*args, **kwargs))
+        return await gw.db(lambda: fn(*args, **kwargs), write=True)
     except (PerseaError, ValueError) as err:
         text = str(err)
         status = 404 if text.startswith("no ") else 400
