@@ -40,3 +40,34 @@ def test_concurrent_callers_stay_within_budget_and_are_metered_once(migrated_url
             sum(a["usage"]["completion_tokens"] for a in ok)
     finally:
         stop_env(env, stub_server)
+
+
+def test_rate_limits_in_redis_through_the_gateway(tmp_path, toy_model):
+    import uuid
+
+    import pytest
+    import redis
+
+    from persea.serve.limits import RedisLimiter
+
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as err:
+        pytest.skip(f"Redis at 127.0.0.1:6379 is not reachable ({type(err).__name__}); "
+                    "the CI script starts it")
+    prefix = f"persea-test:{uuid.uuid4().hex}:"
+    env, stub_server = start_env(f"sqlite:///{tmp_path / 'p.db'}", toy_model,
+                                 limiter=RedisLimiter(url, prefix=prefix))
+    try:
+        codes = [httpx.post(env.url + "/v1/chat/completions", json=CHAT,
+                            headers=env.headers("tight")).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert httpx.get(env.url + "/readyz").json()["rate_limiter"] is True
+        keys = list(redis.Redis.from_url(url).scan_iter(match=prefix + "*"))
+        assert keys  # the buckets live in Redis, not in the process
+    finally:
+        stop_env(env, stub_server)
+        r = redis.Redis.from_url(url)
+        for key in r.scan_iter(match=prefix + "*"):
+            r.delete(key)

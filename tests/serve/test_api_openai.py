@@ -168,3 +168,13 @@ def test_upstream_failure_is_a_502_and_costs_nothing(env, client):
     assert err.value.body["code"] == "backend_error"
     assert env.balance("acme") == before  # reserved and given back
     assert env.usage_count() == records
+
+
+def test_upstream_failure_on_a_stream_is_a_502_before_any_chunk(env, client):
+    before = env.balance("acme")
+    records = env.usage_count()
+    env.stub.fail_next = 1
+    with pytest.raises(openai.InternalServerError) as err:
+        list(client.chat.completions.create(model="stub", messages=CHAT, stream=True))
+    assert err.value.status_code == 502
+    assert env.balance("acme") == before and env.usage_count() == records

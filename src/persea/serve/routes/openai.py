@@ -66,7 +66,7 @@ async def chat_completions(request: Request):
     prompt = Prompt("chat", tuple((m.role, m.text()) for m in req.messages))
     adm = await gw.admit(caller, req, prompt, "messages", "chatcmpl")
     if req.stream:
-        return _sse(_chat_events(gw, adm, req))
+        return await _sse(_chat_events(gw, adm, req))
     result = await _complete(gw, adm)
     return _json(ChatCompletion(
         id=adm.request_id, model=adm.model, usage=Usage.of(result.prompt_tokens,
@@ -83,7 +83,7 @@ async def completions(request: Request):
     caller, req = await _parse(request, gw, CompletionRequest)
     adm = await gw.admit(caller, req, Prompt("text", text=req.prompt_text()), "prompt", "cmpl")
     if req.stream:
-        return _sse(_completion_events(gw, adm, req))
+        return await _sse(_completion_events(gw, adm, req))
     result = await _complete(gw, adm)
     return _json(Completion(
         id=adm.request_id, model=adm.model, usage=Usage.of(result.prompt_tokens,
@@ -142,8 +142,24 @@ def _completion_logprobs(lps, adm: Admission, offset: int = 0) -> CompletionLogp
 # -- streaming ---------------------------------------------------------------------------
 
 
-def _sse(events) -> StreamingResponse:
-    return StreamingResponse(events, media_type="text/event-stream",
+async def _sse(events) -> StreamingResponse:
+    """Waits for the first chunk before answering, so a backend that fails at once is a
+    502 with an error body, not a 200 stream holding an error event."""
+    try:
+        first = await events.__anext__()
+    except StopAsyncIteration:
+        first = None
+
+    async def body():
+        try:
+            if first is not None:
+                yield first
+            async for chunk in events:
+                yield chunk
+        finally:
+            await events.aclose()  # runs the metering's `finally` now, not at collection
+
+    return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
@@ -177,17 +193,22 @@ async def _metered(gw: Gateway, adm: Admission, make_chunk, make_usage_chunk):
     tally = _Tally(adm)
     gw.metrics.in_flight.labels(adm.model).inc()
     finished = False
+    sent = False
     try:
         try:
             async for item in adm.backend.stream(adm.prepared, adm.sampling):
                 if tally.add(item):
                     chunk = make_chunk(item)
                     if chunk is not None:
+                        sent = True
                         yield chunk
         except BackendError as err:
             await gw.release(adm)
-            yield b"data: " + error_body(err.status, f"{err.message}; you were not charged",
-                                         code="backend_error") + b"\n\n"
+            message = f"{err.message}; you were not charged"
+            if not sent:  # nothing answered yet: a proper error status (see _sse)
+                raise ApiError(err.status, message, code="backend_error",
+                               reason="backend_error") from None
+            yield b"data: " + error_body(err.status, message, code="backend_error") + b"\n\n"
             return
         finished = True
         prompt_tokens, completion_tokens = tally.counts()
