@@ -81,6 +81,9 @@ class HarvestSpec(_Strict):
     batch_size: int = Field(32, ge=1, le=4096)
     shard_size: int = Field(64, ge=1, le=1_000_000)
     backend: Literal["auto", "transformers", "vllm"] = "auto"
+    # after generating, every white-box teacher also scores every other teacher's responses
+    # (teacher forcing), so losses can combine teachers at the same position
+    cross_score: bool = False
 
 
 class StudentSpec(_Strict):
@@ -104,6 +107,9 @@ class LossSpec(_Strict):
     uld_weight: float = Field(1.0, ge=0)
     alm_weight: float = Field(0.0, ge=0)
     token_confidence: bool = False
+    # how teachers combine: sum their losses over their own responses, or (needs
+    # harvest.cross_score) average / select their aligned distributions on the same text
+    combine: Literal["sum", "average", "select"] = "sum"
 
 
 class DistillSpec(_Strict):
@@ -134,6 +140,57 @@ class DatabaseSpec(_Strict):
     url: str = Field(min_length=1)
 
 
+class EvalSpec(_Strict):
+    """`persea eval`'s defaults: which toy-world items, how long an answer, where records go."""
+
+    out: str = "evals"
+    split: Literal["train", "dev", "test"] = "test"
+    per_skill: int = Field(50, ge=1, le=100_000)
+    skills: list[str] | None = None
+    seed: int = 0
+    max_new_tokens: int = Field(32, ge=1, le=4096)
+    batch_size: int = Field(32, ge=1, le=4096)
+
+
+RULE_KINDS = ("beat", "within_best_teacher", "floor")
+
+
+class ReleaseRule(_Strict):
+    """One rule of the release policy; exactly one of `beat`, `within_best_teacher`, `floor`.
+
+    `metrics` says which metrics the rule checks: `core` (the policy's core metrics),
+    `skills` (every toy-world skill) or an explicit list such as `[toyworld/kb]`.
+    """
+
+    beat: str | None = None  # a rival's name: the candidate must be ahead beyond the CI
+    within_best_teacher: float | None = Field(None, ge=0, le=100)  # points (of 100)
+    floor: float | None = Field(None, ge=0, le=1)  # the lowest score allowed
+    metrics: Literal["core", "skills"] | list[str] = "core"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ReleaseRule":
+        given = [k for k in RULE_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(RULE_KINDS)} in a rule; found "
+                             f"{', '.join(given) if given else 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in RULE_KINDS if getattr(self, k) is not None)
+
+
+class ReleaseSpec(_Strict):
+    """The bar a candidate must clear before it may be released (`persea gate`)."""
+
+    candidate: str = "student"
+    core_metrics: list[str] = Field(["toyworld/overall"], min_length=1)
+    rules: list[ReleaseRule] = Field(min_length=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    resamples: int = Field(1000, ge=100, le=100_000)
+    seed: int = 0
+
+
 class Project(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     seed: int = 0
@@ -142,6 +199,8 @@ class Project(_Strict):
     harvest: HarvestSpec = HarvestSpec()
     distill: DistillSpec = DistillSpec()
     database: DatabaseSpec | None = None  # None: sqlite:///<project dir>/persea.db
+    eval: EvalSpec = EvalSpec()
+    release: ReleaseSpec | None = None  # None: no policy, so `persea gate` refuses
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Project":

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from persea.errors import PerseaError
 from persea.harvest import prompts as prompt_io
-from persea.harvest import quant, shards
+from persea.harvest import cross, quant, shards
 from persea.models.fingerprint import sha256_file
 
 FORMAT = "persea-harvest/1"
@@ -54,6 +54,7 @@ class HarvestResult:
     out: Path
     prompts: int
     teachers: list[TeacherSummary]
+    scores: dict = field(default_factory=dict)  # manifest["scores"] with cross_score
 
     @property
     def tokens(self) -> int:
@@ -122,6 +123,21 @@ def pick_backend(spec, kind: str, project=None):
     return load_teacher(spec, project)
 
 
+def _prepare_teacher(tdir: Path, spec, model) -> None:
+    """Check the model against `<teacher>/teacher.json` (refuse a changed teacher), save its
+    tokenizer once, and (re)write the record."""
+    info = {"name": spec.name, "source": spec.source, "fingerprint": model.fingerprint,
+            "tokenizer_fingerprint": model.tokenizer_fingerprint,
+            "vocab_size": model.vocab_size, "id_dtype": str(shards.id_type(model.vocab_size))}
+    _check_same(tdir / "teacher.json", info, f"teacher {spec.name!r}")
+    tdir.mkdir(parents=True, exist_ok=True)
+    if getattr(model, "tokenizer", None) is not None and not (tdir / "tokenizer").exists():
+        tmp_tok = tdir / ".tokenizer.tmp"
+        model.tokenizer.save_pretrained(str(tmp_tok))
+        tmp_tok.rename(tdir / "tokenizer")
+    shards.write_text_atomic(tdir / "teacher.json", _dump(info))
+
+
 def run_harvest(project, console: Console | None = None, load=None,
                 teachers: list[str] | None = None, worker: tuple[int, int] = (0, 1)
                 ) -> HarvestResult | None:
@@ -131,6 +147,9 @@ def run_harvest(project, console: Console | None = None, load=None,
     is i modulo n, so that several processes or machines sharing the cache directory can
     split the work; each writes whole shards only. The run that finds every shard of every
     teacher present writes `manifest.json` and returns the result; others return None.
+
+    With `harvest.cross_score`, a second pass (persea.harvest.cross) has every white-box
+    teacher score the others' responses; score shards are split among workers the same way.
     """
     h = project.spec.harvest
     names = [t.name for t in project.spec.teachers]
@@ -141,6 +160,9 @@ def run_harvest(project, console: Console | None = None, load=None,
     part, parts = worker
     if not (parts >= 1 and 0 <= part < parts):
         raise PerseaError(f"--worker {part}/{parts}: expected I/N with 0 <= I < N")
+    from persea.models import load_teacher
+
+    score_load = load or (lambda spec: load_teacher(spec, project))  # scoring: transformers
     load = load or (lambda spec: pick_backend(spec, h.backend, project))
     out = project.resolve(h.out)
     records = prompt_io.load_prompts(project)
@@ -173,19 +195,7 @@ def run_harvest(project, console: Console | None = None, load=None,
             summary = TeacherSummary(spec.name, shards_skipped=n_shards - len(todo))
             if todo:
                 model = load(spec)
-                info = {"name": spec.name, "source": spec.source,
-                        "fingerprint": model.fingerprint,
-                        "tokenizer_fingerprint": model.tokenizer_fingerprint,
-                        "vocab_size": model.vocab_size,
-                        "id_dtype": str(shards.id_type(model.vocab_size))}
-                _check_same(tdir / "teacher.json", info, f"teacher {spec.name!r}")
-                tdir.mkdir(parents=True, exist_ok=True)
-                if getattr(model, "tokenizer", None) is not None and \
-                        not (tdir / "tokenizer").exists():
-                    tmp_tok = tdir / ".tokenizer.tmp"
-                    model.tokenizer.save_pretrained(str(tmp_tok))
-                    tmp_tok.rename(tdir / "tokenizer")
-                shards.write_text_atomic(tdir / "teacher.json", _dump(info))
+                _prepare_teacher(tdir, spec, model)
                 for i in todo:
                     chunk = records[i * h.shard_size:(i + 1) * h.shard_size]
                     rows = []
@@ -201,16 +211,25 @@ def run_harvest(project, console: Console | None = None, load=None,
                                        quant.reconstruction_error(exact))
                     summary.shards_written += 1
             summaries.append(summary)
+            model = None  # free it before the next one loads
+        if h.cross_score:
+            cross.run_cross(project, out, records, score_load,
+                            lambda spec, m: _prepare_teacher(out / spec.name, spec, m),
+                            progress, teachers, worker)
     complete = all((out / t / shards.SHARD_PATTERN.format(i)).exists()
                    for t in names for i in range(n_shards))
-    if not complete:
+    if not complete or (h.cross_score and
+                        not cross.complete(out, project.spec.teachers, n_shards)):
         return None
     done = {s.name: s for s in summaries}
     summaries = [done.get(t, TeacherSummary(t, shards_skipped=n_shards)) for t in names]
-    return _finish(out, plan, records, summaries, n_shards)
+    scores = cross.manifest_section(out, project.spec.teachers, n_shards) \
+        if h.cross_score else None
+    return _finish(out, plan, records, summaries, n_shards, scores)
 
 
-def _finish(out: Path, plan: dict, records, summaries, n_shards: int) -> HarvestResult:
+def _finish(out: Path, plan: dict, records, summaries, n_shards: int,
+            scores: dict | None = None) -> HarvestResult:
     """Read every shard back, check answers where known, and write manifest.json last."""
     from persea.toyworld import SKILLS
 
@@ -242,7 +261,9 @@ def _finish(out: Path, plan: dict, records, summaries, n_shards: int) -> Harvest
             **info, "shards": files, "responses": s.responses, "tokens": s.tokens,
             "bytes": s.bytes, "bytes_per_token": round(s.bytes_per_token, 2),
             "reconstruction_error": {k: round(v, 6) for k, v in s.stats.items()}}
-    result = HarvestResult(out, len(records), summaries)
+    result = HarvestResult(out, len(records), summaries, scores or {})
+    if scores is not None:
+        manifest["scores"] = scores
     manifest["total"] = {"tokens": result.tokens, "bytes": result.bytes,
                          "bytes_per_token": round(result.bytes_per_token, 2)}
     shards.write_text_atomic(out / "manifest.json", _dump(manifest))

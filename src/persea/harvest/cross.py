@@ -1,0 +1,140 @@
+"""Cross-scoring: every white-box teacher teacher-forces every other teacher's responses.
+
+The generation pass leaves each teacher's signal on its own response only. To combine
+teachers *at the same position* (average their distributions, or pick one per token), the
+distiller needs every teacher's distribution on the same text; this pass provides it. After
+the responses exist, each *scorer* (a teacher whose weights we hold) reads each other
+teacher's (*author's*) response shards and scores the response texts with
+`model.score(prompts, texts, top_k)`: the same Trace as generation (ids, character spans,
+chosen-token log-probabilities, top-k, tail), for text it did not write.
+
+Layout, one Parquet shard per (scorer, author, shard of prompts), rows as in responses:
+
+    <cache>/_scores/<scorer>/<author>/shard-XXXXX.parquet
+
+(`_scores` cannot clash with a teacher directory: teacher names start with a letter or
+digit.) A score shard covers the same prompts as the author's response shard of the same
+index, and it is written atomically like every other shard, so a re-run skips finished
+shards, a kill mid-shard resumes, and the result is byte-identical either way.
+
+What is not scored:
+
+- black-box endpoint teachers are never scorers: a chat endpoint does not return the
+  log-probabilities of a given continuation (their responses are still scored by others);
+- the author's end-of-turn token: `score` takes text, so a scorer's trace covers the
+  response text only and the last (end-of-turn) position keeps the author's signal alone;
+- scoring runs on transformers, even when generation ran on vLLM (whose `score` is not built).
+
+A scorer's tokenizer may not reproduce the text exactly (an unknown character); the row then
+holds the scorer's decoded text, and the distiller ignores rows whose text differs from the
+author's (the manifest counts them, `same_text`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from persea.harvest import quant, shards
+from persea.models.fingerprint import sha256_file
+
+SCORES_DIR = "_scores"
+
+
+def score_dir(out: Path, scorer: str, author: str) -> Path:
+    return out / SCORES_DIR / scorer / author
+
+
+def scorers(specs) -> list:
+    """Teachers that can score a given text: all but black-box endpoints."""
+    return [s for s in specs if s.endpoint is None]
+
+
+def pairs(specs) -> list[tuple[str, str]]:
+    """Every (scorer, author) pair, in project order."""
+    return [(s.name, a.name) for s in scorers(specs) for a in specs if a.name != s.name]
+
+
+@dataclass
+class ScoreSummary:
+    scorer: str
+    author: str
+    shards_written: int = 0
+
+
+def run_cross(project, out: Path, records, load, prepare, progress,
+              teachers: list[str] | None, worker: tuple[int, int]) -> list[ScoreSummary]:
+    """Score the finished response shards of every author with every scorer.
+
+    `load(spec)` gives the scorer's model and `prepare(spec, model)` checks it against the
+    cache (the same teacher that generated). Only score shards whose index is `part mod
+    parts` are done, and only those whose author shard exists already: with several workers,
+    a later run picks up the rest. `teachers` limits the scorers.
+    """
+    h = project.spec.harvest
+    part, parts = worker
+    n_shards = (len(records) + h.shard_size - 1) // h.shard_size
+    done: list[ScoreSummary] = []
+    for spec in scorers(project.spec.teachers):
+        if teachers and spec.name not in teachers:
+            continue
+        authors = [a for s, a in pairs(project.spec.teachers) if s == spec.name]
+        if parts == 1:
+            for author in authors:
+                shards.clean_temporaries(score_dir(out, spec.name, author))
+        jobs = [(a, i) for a in authors for i in range(n_shards) if i % parts == part
+                and not (score_dir(out, spec.name, a) / shards.SHARD_PATTERN.format(i)).exists()
+                and (out / a / shards.SHARD_PATTERN.format(i)).exists()]
+        if not jobs:
+            continue
+        model = load(spec)
+        prepare(spec, model)
+        task = progress.add_task(f"{spec.name} scores others", total=sum(
+            len(records[i * h.shard_size:(i + 1) * h.shard_size]) for _, i in jobs))
+        summaries = {a: ScoreSummary(spec.name, a) for a in authors}
+        for author, i in jobs:
+            name = shards.SHARD_PATTERN.format(i)
+            given = shards.read_shard(out / author / name).select(
+                ["prompt_index", "prompt_id", "text"]).to_pylist()
+            rows = []
+            for b in range(0, len(given), h.batch_size):
+                batch = given[b:b + h.batch_size]
+                traces = model.score([records[g["prompt_index"]].prompt for g in batch],
+                                     [g["text"] for g in batch], h.top_k)
+                rows += [(g["prompt_index"], g["prompt_id"], t) for g, t in zip(batch, traces)]
+                progress.advance(task, len(batch))
+            table, exact = shards.traces_to_table(rows, h.top_k, model.vocab_size)
+            shards.write_shard(score_dir(out, spec.name, author) / name, table,
+                               quant.reconstruction_error(exact))
+            summaries[author].shards_written += 1
+        done += [s for s in summaries.values() if s.shards_written]
+    return done
+
+
+def complete(out: Path, specs, n_shards: int) -> bool:
+    return all((score_dir(out, s, a) / shards.SHARD_PATTERN.format(i)).exists()
+               for s, a in pairs(specs) for i in range(n_shards))
+
+
+def manifest_section(out: Path, specs, n_shards: int) -> dict:
+    """`manifest.json["scores"][scorer][author]`: every score shard's SHA-256, rows, tokens
+    and bytes, and how many rows reproduce the author's text exactly (`same_text`)."""
+    section: dict[str, dict[str, dict]] = {}
+    for scorer, author in pairs(specs):
+        files, tokens, size, same, rows = [], 0, 0, 0, 0
+        for i in range(n_shards):
+            name = shards.SHARD_PATTERN.format(i)
+            path = score_dir(out, scorer, author) / name
+            table = shards.read_shard(path)
+            n_tok = sum(len(x) for x in table.column("token_ids").to_pylist())
+            files.append({"file": name, "sha256": sha256_file(path), "rows": table.num_rows,
+                          "tokens": n_tok, "bytes": path.stat().st_size})
+            theirs = shards.read_shard(out / author / name).column("text").to_pylist()
+            same += sum(a == b for a, b in zip(table.column("text").to_pylist(), theirs))
+            tokens += n_tok
+            size += path.stat().st_size
+            rows += table.num_rows
+        section.setdefault(scorer, {})[author] = {
+            "shards": files, "rows": rows, "tokens": tokens, "bytes": size,
+            "same_text": same}
+    return section
