@@ -123,6 +123,12 @@ def test_tokens_per_minute_limit_counts_prompt_plus_max_tokens(env):
     assert r.headers["Retry-After"]
     assert env.post("/v1/chat/completions", {**CHAT, "max_tokens": 100},
                     org="tokens").status_code == 200
+    # Two requests that may each use 450 of the 600 tokens a minute: the second fits only
+    # because the first gave back what it reserved and did not use (the stub answers 11).
+    for _ in range(2):
+        r = env.post("/v1/chat/completions", {**CHAT, "max_tokens": 450}, org="tokens")
+        assert r.status_code == 200, r.text
+        env.settled()
 
 
 def test_budget_spent_is_402_and_never_exceeded(env):

@@ -164,8 +164,13 @@ class Gateway:
         worst = max_tokens * sampling.n
         tpm = await self._limit(caller, prepared.prompt_tokens + worst)
         request_id = f"{id_prefix}-{secrets.token_hex(12)}"
-        reservation = await self.db(self.accounts.reserve, caller, req.model,
-                                    prepared.prompt_tokens, worst, request_id, write=True)
+        try:
+            reservation = await self.db(self.accounts.reserve, caller, req.model,
+                                        prepared.prompt_tokens, worst, request_id, write=True)
+        except ApiError:
+            if tpm is not None:  # refused (402): it will use none of the tokens it took
+                await self.limiter.refund(tpm)
+            raise
         return Admission(request_id, caller, req.model, backend, prepared, sampling,
                          reservation, tpm)
 
