@@ -61,6 +61,13 @@ def test_max_tokens_beyond_the_context_is_400(env):
     assert "room for" in err["message"]
 
 
+def test_prompt_longer_than_the_context_is_400(env):
+    body = {"model": "toy", "messages": [{"role": "user", "content": "word " * 3000}]}
+    _error(env.post("/v1/chat/completions", body), 400, "context_length_exceeded", "messages")
+    body = {"model": "toy", "prompt": "word " * 3000}
+    _error(env.post("/v1/completions", body), 400, "context_length_exceeded", "prompt")
+
+
 def test_oversized_body_is_413_before_parsing(env):
     big = b'{"model": "stub", "messages": [{"role": "user", "content": "' + b"x" * (2 << 20) \
         + b'"}]}'

@@ -31,6 +31,7 @@ from persea.serve.wire import AnyRequest, refuse_unsupported
 log = logging.getLogger("persea.serve")
 
 DEFAULT_MAX_TOKENS = 256  # when a request names none (bounded by the context room too)
+INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
 
 
 def api_error(err: AccountsError) -> ApiError:
@@ -158,7 +159,11 @@ class Gateway:
         backend = self.backend_for(caller, req.model)
         if not backend.ready:
             raise ApiError(503, f"model {req.model} is still loading", code="model_not_ready")
-        prepared = backend.prepare(prompt)
+        size = len(prompt.text) + sum(len(c) for _, c in prompt.messages)
+        if size > INLINE_TOKENIZE_CHARS:  # a long prompt would hold up every other request
+            prepared = await asyncio.to_thread(backend.prepare, prompt)
+        else:
+            prepared = backend.prepare(prompt)
         max_tokens = self.bound_max_tokens(req, prepared, prompt_param)
         sampling = self.sampling_for(caller, req, max_tokens)
         worst = max_tokens * sampling.n
