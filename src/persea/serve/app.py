@@ -56,9 +56,14 @@ def create_app(accounts: Accounts, backends: dict[str, Backend], *,
         for backend in backends.values():
             await backend.start()
         if reconcile:
-            freed = await gateway.db(accounts.reconcile, write=True)
-            if freed:
-                log.warning("released %d reservations left by an earlier gateway", freed)
+            try:
+                freed = await gateway.db(accounts.reconcile, write=True)
+            except Exception as err:  # noqa: BLE001 - by type: the text may hold the URL
+                log.error("reconcile at start failed (%s); /readyz shows whether the "
+                          "database answers", type(err).__name__)
+            else:
+                if freed:
+                    log.warning("released %d reservations left by an earlier gateway", freed)
         try:
             yield
         finally:
