@@ -135,3 +135,29 @@ def test_serve_refuses_bad_model_flags(flag):
     with pytest.raises(PerseaError) as err:
         build_backends(ServeOptions(**{key: [flag[1]]}))
     assert flag[0] in err.value.message
+
+
+def test_start_gives_back_reservations_a_killed_gateway_left(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from persea.db import upgrade
+    from persea.serve.accounts import Accounts
+    from persea.serve.app import create_app
+    from tests.serve.gateway_env import populate
+    from tests.serve.stub_upstream import LiveServer
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    upgrade(url)
+    an_hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    earlier = Accounts(url, clock=lambda: an_hour_ago)
+    keys = populate(earlier)
+    caller = earlier.authenticate(keys["acme"])
+    earlier.reserve(caller, "stub", 100, 1000, "req-left-behind")  # never settled
+    assert earlier.balance(caller.org_id, an_hour_ago.strftime("%Y-%m"))[1] > 0
+    earlier.close()
+
+    accounts = Accounts(url)
+    with LiveServer(create_app(accounts, {})):
+        pass  # startup ran reconcile()
+    assert accounts.balance(caller.org_id, an_hour_ago.strftime("%Y-%m"))[1] == 0
+    accounts.close()
