@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from persea.align import token_bytes
 from persea.errors import PerseaError
 from persea.harvest import quant
+from persea.harvest.cross import score_dir
 
 
 @dataclass
@@ -37,6 +38,13 @@ class Harvest:
     manifest: dict
     prompts: list[dict]
     teachers: dict[str, CachedTeacher]
+
+    @property
+    def score_sets(self) -> set[tuple[str, str]]:
+        """The (scorer, author) pairs whose cross scores the cache holds (harvest with
+        `cross_score`; empty otherwise)."""
+        return {(s, a) for s, authors in self.manifest.get("scores", {}).items()
+                for a in authors}
 
 
 def open_harvest(path: Path, expected_project: str | None = None,
@@ -87,8 +95,28 @@ class Response:
 
 
 def read_responses(harvest: Harvest, teacher: str) -> list[Response]:
+    """Every response of `teacher`, in prompt order."""
+    return _read_rows(harvest.teachers[teacher].shards(harvest.path))
+
+
+def read_scores(harvest: Harvest, scorer: str, author: str) -> list[Response]:
+    """`scorer`'s traces on `author`'s responses (teacher-forced, persea.harvest.cross): one
+    per response of `author`, in the same order (by prompt index), with the scorer's own
+    token ids, spans, top-k and tail on the author's text. A row whose `text` differs from
+    the author's (a tokenizer that could not reproduce it) is the caller's to skip."""
+    if (scorer, author) not in harvest.score_sets:
+        have = ", ".join(f"{s} on {a}" for s, a in sorted(harvest.score_sets)) or "none"
+        raise PerseaError(f"the harvest at {harvest.path} has no scores of teacher {scorer!r} "
+                          f"on {author!r}'s responses (it has: {have}); harvest with "
+                          "`harvest.cross_score: true`")
+    folder = score_dir(harvest.path, scorer, author)
+    return _read_rows([folder / s["file"]
+                       for s in harvest.manifest["scores"][scorer][author]["shards"]])
+
+
+def _read_rows(paths: list[Path]) -> list[Response]:
     out = []
-    for shard in harvest.teachers[teacher].shards(harvest.path):
+    for shard in paths:
         table = pq.read_table(shard)
         for row in table.to_pylist():
             n = len(row["token_ids"])

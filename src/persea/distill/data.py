@@ -10,6 +10,10 @@ when the teacher's response ended. Beside it, what the logit losses need, alread
 - for every chunk between shared boundaries (`persea.align.chunks`), the teacher's summed
   log-probability, and the student tokens that cover the same text (for ALM).
 
+With `loss.combine: average` or `select`, the logit targets of a response come from every
+teacher that scored its text (the harvest's cross scores), each aligned to the student's
+tokens on its own, and combined per position by persea.distill.combine.
+
 Looking teacher signal up by prompt index and character position, never by batch position,
 keeps it attached to the right text however the data is shuffled.
 """
@@ -21,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from persea.align import aligned_starts, carry_topk, chunks, token_bytes, vocab_map
-from persea.distill.cache import Harvest, read_responses
+from persea.distill import combine as combining
+from persea.distill.cache import Harvest, read_responses, read_scores
 from persea.distill.student import check_encodes
 
 
@@ -61,21 +66,52 @@ def _mapping(harvest: Harvest, teacher: str, student_tok, student_bytes, row_voc
     return np.asarray(vocab_map(t.bytes_of_ids, student_bytes, specials), np.int64)
 
 
-def build_examples(harvest: Harvest, student_tok, teachers: list[str] | None = None
-                   ) -> list[Example]:
-    """Examples for every response of the given teachers (default: all in the cache)."""
+def _align(name: str, r, s_spans, mapping) -> combining.Signal:
+    """Teacher `name`'s signal on response `r`, at the student positions it aligns with."""
+    pairs = aligned_starts(r.spans, s_spans)
+    ti = np.array([i for i, _ in pairs], np.int64)
+    sj = np.array([j for _, j in pairs], np.int64)
+    k = r.topk_ids.shape[1] if r.topk_ids.ndim == 2 else 0
+    if len(ti) and k:
+        kd_ids, kd_logp = carry_topk(r.topk_ids[ti], r.topk_logp[ti], mapping)
+        return combining.Signal(name, sj, kd_ids, kd_logp, r.tail[ti],
+                                np.exp(r.logprob[ti]).astype(np.float32))
+    return combining.Signal(name, np.zeros(0, np.int64), np.zeros((0, max(k, 1)), np.int64),
+                            np.zeros((0, max(k, 1)), np.float32), np.zeros(0, np.float32),
+                            np.zeros(0, np.float32))
+
+
+def build_examples(harvest: Harvest, student_tok, teachers: list[str] | None = None,
+                   combine: str = "sum", dev_scores: dict | None = None) -> list[Example]:
+    """Examples for every response of the given teachers (default: all in the cache).
+
+    `combine="sum"`: each example carries its author's signal only (teachers combine by
+    summing their losses). `"average"` / `"select"`: each example's logit targets combine
+    every given teacher's signal on that text (persea.distill.combine), with `dev_scores`
+    (per skill, per teacher) as the average's weights when given."""
     from persea.toyworld import SKILLS
 
     student_bytes = token_bytes(student_tok)
     eot = student_tok.eos_token_id
     prompt_ids = {}
     examples: list[Example] = []
-    for name in teachers or list(harvest.teachers):
+    names = teachers or list(harvest.teachers)
+    maps: dict[str, np.ndarray] = {}
+
+    def mapping_of(teacher: str, row_vocab) -> np.ndarray:
+        if harvest.teachers[teacher].bytes_of_ids is None:
+            return _mapping(harvest, teacher, student_tok, student_bytes, row_vocab)
+        if teacher not in maps:
+            maps[teacher] = _mapping(harvest, teacher, student_tok, student_bytes, None)
+        return maps[teacher]
+
+    for name in names:
         t = harvest.teachers[name]
-        white_box_map = None
         responses = read_responses(harvest, name)
+        scored = {s: read_scores(harvest, s, name) for s in names
+                  if combine != "sum" and (s, name) in harvest.score_sets}
         check_encodes(student_tok, [r.text for r in responses[:200]], f"teacher {name!r}")
-        for r in responses:
+        for row, r in enumerate(responses):
             rec = harvest.prompts[r.prompt_index]
             if r.prompt_index not in prompt_ids:
                 text = student_tok.apply_chat_template(
@@ -92,38 +128,30 @@ def build_examples(harvest: Harvest, student_tok, teachers: list[str] | None = N
             if ended:
                 s_ids.append(eot)
                 s_spans.append((len(r.text), len(r.text)))
-            if t.bytes_of_ids is None:
-                mapping = _mapping(harvest, name, student_tok, student_bytes, r.vocab)
-            else:
-                if white_box_map is None:
-                    white_box_map = _mapping(harvest, name, student_tok, student_bytes, None)
-                mapping = white_box_map
-            pairs = aligned_starts(r.spans, s_spans)
-            ti = np.array([i for i, _ in pairs], np.int64)
-            sj = np.array([j for _, j in pairs], np.int64)
-            k = r.topk_ids.shape[1] if r.topk_ids.ndim == 2 else 0
-            if len(ti) and k:
-                kd_ids, kd_logp = carry_topk(r.topk_ids[ti], r.topk_logp[ti], mapping)
-                kd_tail = r.tail[ti]
-                kd_conf = np.exp(r.logprob[ti]).astype(np.float32)
-            else:
-                kd_ids = np.zeros((0, max(k, 1)), np.int64)
-                kd_logp = np.zeros((0, max(k, 1)), np.float32)
-                kd_tail = np.zeros(0, np.float32)
-                kd_conf = np.zeros(0, np.float32)
-                sj = np.zeros(0, np.int64)
-            cs = [c for c in chunks(r.spans, s_spans) if c.t1 > c.t0 and c.s1 > c.s0]
+            sig = _align(name, r, s_spans, mapping_of(name, r.vocab))
             skill = rec.get("skill")
+            if combine != "sum":
+                # a scorer's row counts only where it scored exactly this text
+                others = [(s, rows[row]) for s, rows in scored.items()
+                          if (rows[row].prompt_index, rows[row].text) == (r.prompt_index, r.text)]
+                sigs = [sig] + [_align(s, o, s_spans, mapping_of(s, o.vocab)) for s, o in others]
+                sig = combining.combine(sigs, combine, combining.teacher_weights(
+                    [x.teacher for x in sigs], skill, dev_scores))
+            cs = [c for c in chunks(r.spans, s_spans) if c.t1 > c.t0 and c.s1 > c.s0]
             correct = None
             if rec.get("answer") is not None and skill in SKILLS:
                 correct = SKILLS[skill].check(rec["answer"], r.text)
             examples.append(Example(
                 prompt_index=r.prompt_index, teacher=name, skill=skill, correct=correct,
                 input_ids=np.asarray(p_ids + s_ids, np.int64), n_prompt=len(p_ids),
-                kd_pos=sj, kd_ids=kd_ids, kd_logp=kd_logp, kd_tail=kd_tail,
-                kd_conf=kd_conf,
+                kd_pos=sig.pos, kd_ids=sig.ids, kd_logp=sig.logp, kd_tail=sig.tail,
+                kd_conf=sig.conf,
                 chunk_ranges=np.array([(c.s0, c.s1) for c in cs], np.int64).reshape(-1, 2),
                 chunk_teacher_logp=np.array([float(r.logprob[c.t0:c.t1].sum()) for c in cs],
                                             np.float32),
                 token_conf=r.logprob.astype(np.float32)))
+    if combine != "sum":  # combined rows differ in width; a batch needs one
+        width = max((e.kd_ids.shape[1] for e in examples), default=1)
+        for e in examples:
+            e.kd_ids, e.kd_logp = combining.pad(e.kd_ids, e.kd_logp, width)
     return examples

@@ -70,6 +70,21 @@ def dev_scores(project, teachers: list[str], per_skill: int, path: Path) -> dict
     return scores
 
 
+def _check_combine(loss, harvest, teachers: list[str]) -> None:
+    """`combine: average/select` mixes logit targets, so it needs a logit loss and the
+    harvest's cross scores among the distilled teachers."""
+    if loss.combine == "sum":
+        return
+    if loss.kd == "none":
+        raise PerseaError(f"distill.loss.combine: {loss.combine} combines the teachers' "
+                          "logit targets, but distill.loss.kd is none; set kd: xtok")
+    if not any(s in teachers and a in teachers for s, a in harvest.score_sets):
+        raise PerseaError(f"distill.loss.combine: {loss.combine} needs every teacher scored "
+                          f"on the others' responses, and the harvest at {harvest.path} has "
+                          "no such scores; set harvest.cross_score: true and run "
+                          "`persea harvest` again (it adds them to the finished cache)")
+
+
 def run_distill(project, progress=None) -> DistillResult:
     from persea.distill.cache import open_harvest
     from persea.distill.data import build_examples
@@ -82,6 +97,7 @@ def run_distill(project, progress=None) -> DistillResult:
     teachers = spec.teachers or [t.name for t in project.spec.teachers]
     harvest = open_harvest(project.resolve(project.spec.harvest.out), project.spec.name,
                            teachers)
+    _check_combine(spec.loss, harvest, teachers)
     run_dir = project.resolve(spec.out)
     record = _config_record(project, harvest)
     _check_resume(run_dir, record)
@@ -109,7 +125,7 @@ def run_distill(project, progress=None) -> DistillResult:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    examples = build_examples(harvest, tokenizer, teachers)
+    examples = build_examples(harvest, tokenizer, teachers, spec.loss.combine, scores)
     weights = example_weights(examples, policies, spec.weighting_by_skill, scores,
                               spec.confidence_tau)
     if not (weights > 0).any():
