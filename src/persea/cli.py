@@ -138,6 +138,49 @@ def _quality_table(proj, student_dir: Path, per_skill: int) -> None:
               f"best teacher {best[0]} {best[1]['overall']:.2f})")
 
 
+@app.command("eval")
+def eval_(project: Optional[Path] = ProjectOpt,
+          model: Optional[list[str]] = typer.Option(
+              None, "--model", "-m", help="NAME=SOURCE: also evaluate a project teacher, a "
+              "built-in teacher or a model directory under NAME (repeatable)."),
+          endpoint: Optional[list[str]] = typer.Option(
+              None, "--endpoint", help="NAME=URL: also evaluate an OpenAI-compatible server "
+              "(repeatable)."),
+          served_model: Optional[str] = typer.Option(
+              None, help="The model name to ask the endpoint for (default: its NAME)."),
+          timeout: float = typer.Option(30.0, help="Seconds an endpoint may take per answer."),
+          only: bool = typer.Option(False, "--only", help="Only the models named with --model "
+                                    "or --endpoint, not the student and the teachers."),
+          suite: Optional[list[str]] = typer.Option(
+              None, "--suite", "-s", help="toyworld (default) or lmeval:TASK (repeatable)."),
+          include_path: Optional[Path] = typer.Option(
+              None, help="A directory of lm-eval task YAML files (and their data)."),
+          per_skill: Optional[int] = typer.Option(None, help="Toy-world items per skill "
+                                                  "(default: the project's eval.per_skill)."),
+          limit: Optional[int] = typer.Option(None, help="lm-eval: at most this many items."),
+          batch_size: Optional[int] = typer.Option(None, help="Prompts per batch."),
+          rerun: bool = typer.Option(False, help="Run again even where a complete run exists.")):
+    """Evaluate the student, every teacher and any rival; each run is stored as a record."""
+    from persea.evaluate.eval_cli import EvalOptions, run_eval
+
+    records = run_eval(EvalOptions(
+        project=project, models=list(model or []), endpoints=list(endpoint or []),
+        served_model=served_model, timeout=timeout, suites=list(suite or ["toyworld"]),
+        include_path=include_path, per_skill=per_skill, limit=limit, batch_size=batch_size,
+        rerun=rerun, only_named=only), console=console,
+        note=lambda line: console.print(f"[yellow]note:[/yellow] {line}", highlight=False))
+    table = Table(title="evaluation runs")
+    for col in ("model", "suite", "items", "mean", "seconds", "run"):
+        table.add_column(col, justify="right" if col in ("items", "mean", "seconds") else "left")
+    for r in records:
+        main = f"{r.suite.split(':')[0]}/overall"
+        mean = r.scores.get(main) or next(iter(r.scores.values()), {"mean": float("nan")})
+        table.add_row(r.model, r.suite, str(r.n_items), f"{mean['mean']:.3f}",
+                      f"{r.duration_s:.1f}", r.run_id)
+    out.print(table)
+    out.print("next: persea scorecard --project ... (student side by side with the rivals)")
+
+
 @app.command()
 def teachers():
     """List the built-in teachers."""

@@ -130,3 +130,66 @@ audit_log = sa.Table(
     sa.Column("target", sa.String(200), nullable=False),  # e.g. org id, key id, plan name
     sa.Column("details", sa.JSON, nullable=False),
 )
+
+# -- evaluation: runs, their scores and per-item outcomes; gate verdicts; releases ---------
+# The files under <project>/evals/<run-id>/ are written first; these rows mirror a run once
+# it is complete, so that runs can be queried and compared from the database too.
+
+eval_runs = sa.Table(
+    "eval_runs", metadata,
+    sa.Column("id", sa.String(200), primary_key=True),  # the run id (its directory name)
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),  # SHA-256 of the weights
+    sa.Column("suite", sa.String(200), nullable=False),
+    sa.Column("suite_version", sa.String(64), nullable=False),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),  # complete (only these are mirrored)
+    sa.Column("n_items", sa.Integer, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Index(None, "model", "suite"),
+)
+
+eval_scores = sa.Table(
+    "eval_scores", metadata,
+    sa.Column("run_id", sa.String(200), sa.ForeignKey("eval_runs.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("metric", sa.String(200), primary_key=True),  # e.g. toyworld/addition
+    sa.Column("value", sa.Float, nullable=False),  # the mean over the metric's items
+    sa.Column("n", sa.Integer, nullable=False),  # how many items it is the mean of
+)
+
+eval_items = sa.Table(
+    "eval_items", metadata,
+    sa.Column("run_id", sa.String(200), sa.ForeignKey("eval_runs.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("item_id", sa.String(200), primary_key=True),
+    sa.Column("item_group", sa.String(200), nullable=False),  # the skill or lm-eval task
+    sa.Column("outcomes", sa.JSON, nullable=False),  # {metric: value} for this item
+    sa.Column("output", sa.Text, nullable=False),  # what the model answered
+)
+
+gate_records = sa.Table(
+    "gate_records", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("candidate", sa.String(200), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False, index=True),
+    sa.Column("verdict", sa.String(8), nullable=False),  # passed | failed
+    sa.Column("policy", sa.JSON, nullable=False),
+    sa.Column("results", sa.JSON, nullable=False),  # each rule, its numbers and verdict
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+release_records = sa.Table(
+    "release_records", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False, index=True),
+    sa.Column("model_path", sa.Text, nullable=False),
+    sa.Column("forced", sa.Boolean, nullable=False),
+    sa.Column("who", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),  # required when forced
+    sa.Column("gate_id", sa.String(40), nullable=True),  # the passing gate, when not forced
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
