@@ -178,3 +178,43 @@ def test_upstream_failure_on_a_stream_is_a_502_before_any_chunk(env, client):
         list(client.chat.completions.create(model="stub", messages=CHAT, stream=True))
     assert err.value.status_code == 502
     assert env.balance("acme") == before and env.usage_count() == records
+
+
+def test_a_gateway_can_be_another_gateways_upstream(env, tmp_path):
+    """persea in front of persea: what one answers, the other parses, meters and streams."""
+    import sqlalchemy as sa
+
+    from persea.db import upgrade
+    from persea.db.schema import usage_records
+    from persea.serve.accounts import Accounts
+    from persea.serve.app import create_app
+    from persea.serve.backends.upstream import UpstreamBackend
+    from tests.serve.gateway_env import PRICE
+    from tests.serve.stub_upstream import LiveServer
+
+    url = f"sqlite:///{tmp_path / 'front.db'}"
+    upgrade(url)
+    front = Accounts(url)
+    front.create_plan("p", {"relayed": PRICE})
+    front.create_org("o", "p")
+    key = front.create_key("o").raw_key
+    relay = UpstreamBackend("relayed", env.v1, upstream_model="toy", api_key=env.keys["acme"])
+    with LiveServer(create_app(front, {"relayed": relay})) as server:
+        c = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+        whole = c.chat.completions.create(model="relayed", messages=CHAT, temperature=0,
+                                          max_tokens=12)
+        direct = openai.OpenAI(base_url=env.v1, api_key=env.keys["acme"], max_retries=0)
+        same = direct.chat.completions.create(model="toy", messages=CHAT, temperature=0,
+                                              max_tokens=12)
+        assert whole.choices[0].message.content == same.choices[0].message.content
+        assert whole.usage == same.usage  # the back gateway's exact counts, passed on
+        chunks = list(c.chat.completions.create(
+            model="relayed", messages=CHAT, temperature=0, max_tokens=12, stream=True,
+            stream_options={"include_usage": True}))
+        text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        assert text == same.choices[0].message.content
+        assert chunks[-1].usage == same.usage
+    with front.engine.connect() as conn:  # the server's shutdown waited for its settles
+        counts = conn.execute(sa.select(usage_records.c.completion_tokens)).scalars().all()
+    assert counts == [same.usage.completion_tokens] * 2
+    front.close()
