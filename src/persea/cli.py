@@ -182,6 +182,30 @@ def eval_(project: Optional[Path] = ProjectOpt,
 
 
 @app.command()
+def scorecard(project: Optional[Path] = ProjectOpt):
+    """The candidate side by side with every teacher and rival, with bootstrap intervals;
+    also writes scorecard.md and scorecard.png in the project directory."""
+    from persea.evaluate.scorecard import (scorecard_for_project, to_markdown, to_png,
+                                           to_rich)
+    from persea.project import load_project
+
+    proj = load_project(project)
+    card = scorecard_for_project(proj)
+    if not card.models:
+        raise PerseaError(f"no complete evaluation runs under {proj.resolve(proj.spec.eval.out)}"
+                          f"; run `persea eval --project {project or '.'}` first")
+    out.print(to_rich(card))
+    for run in card.unfinished:
+        console.print(f"[yellow]note:[/yellow] left out unfinished run {run.run_id} "
+                      f"({run.status}, {run.items_done}/{run.n_items} items); `persea eval` "
+                      "resumes it", highlight=False)
+    md = proj.root / "scorecard.md"
+    md.write_text(to_markdown(card), encoding="utf-8")
+    png = to_png(card, proj.root / "scorecard.png")
+    out.print(f"wrote {md} and {png}")
+
+
+@app.command()
 def teachers():
     """List the built-in teachers."""
     from persea.toyworld.builtin import BUILTIN_TEACHERS

@@ -136,3 +136,22 @@ def db_url(request, tmp_path):
         with admin.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
+
+
+def add_run(store, model, outcomes, status="complete", fingerprint=None, suite="toyworld",
+            finished_at="2026-01-01T00:00:00+00:00"):
+    """Write a run whose per-item outcomes the test chose: `outcomes` maps a skill to its
+    list of 0/1 values (item ids `<skill>-<i>`); `toyworld/overall` covers them all."""
+    from persea.evaluate.records import RunRecord, scores_of
+
+    items = [{"id": f"{skill}-{i}", "group": skill, "prompt": "", "target": "", "output": "",
+              "outcomes": {f"toyworld/{skill}": float(v), "toyworld/overall": float(v)}}
+             for skill, values in outcomes.items() for i, v in enumerate(values)]
+    rec = RunRecord(run_id=f"{model}--{suite}--{status}", model=model,
+                    fingerprint=fingerprint or model.ljust(64, "0")[:64], source="test",
+                    suite=suite, suite_version="1+test", seed=0, config={},
+                    n_items=len(items), status=status, items_done=len(items),
+                    scores=scores_of(items), finished_at=finished_at)
+    store.save(rec)
+    store.rewrite_items(rec.run_id, items)
+    return rec
