@@ -61,7 +61,9 @@ class Gateway:
         self.backends = backends
         self.limiter = limiter
         self.metrics = metrics
-        self._pool = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="persea-db")
+        # Reads are few (authentication misses, readiness, admin): a small pool. Together
+        # with the writers they stay within SQLAlchemy's default 15 pooled connections.
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="persea-db")
         # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
         # growing steps (1, 2, 5, 10 ms ...) before it retries: queueing every write on one
         # thread is faster than letting threads collide. PostgreSQL takes them in parallel.
