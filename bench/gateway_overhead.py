@@ -1,6 +1,7 @@
 """What the gateway adds over its backend, measured side by side in one run.
 
     .venv/bin/python bench/gateway_overhead.py [--requests 2000] [--seconds 5] [--clients 100]
+                                               [--postgres URL]
 
 A stub OpenAI-shaped upstream (bare ASGI, canned answer) runs in one process, the persea
 gateway in front of it in another (keys, rate limits, reservation and metering all on, on a
@@ -226,6 +227,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000, help="sequential requests each way")
     ap.add_argument("--seconds", type=float, default=5.0, help="concurrent phase, each way")
     ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--postgres", metavar="URL",
+                    help="also measure a gateway on this PostgreSQL (in a fresh schema, "
+                    "dropped after), e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test")
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
@@ -239,70 +243,97 @@ def main() -> None:
     from tests.serve.stub_upstream import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
-        db_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        key = _prepare_database(db_url)
-        stub_port, gw_port, mem_port, nrm_port = (free_port() for _ in range(4))
+        sqlite_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        key = _prepare_database(sqlite_url)
+        # (label, gateway variant, database): the first is the one the verdict is about.
+        targets = [("through the gateway (SQLite)", "", sqlite_url),
+                   ("diagnostic: SQLite synchronous=NORMAL", "normal", sqlite_url),
+                   ("diagnostic: accounts in memory, no database", "memory", sqlite_url)]
+        schema = None
+        if args.postgres:
+            pg_url, schema = _fresh_schema(args.postgres)
+            pg_key = _prepare_database(pg_url)
+            targets.append(("diagnostic: PostgreSQL", "", pg_url))
+        stub_port = free_port()
         stub_url = f"http://127.0.0.1:{stub_port}/v1"
         procs = [_spawn("--role", "stub", "--port", str(stub_port))]
-        procs.append(_spawn("--role", "gateway", "--port", str(gw_port), "--db", db_url,
-                            "--upstream", stub_url))
-        procs.append(_spawn("--role", "gateway-memory", "--port", str(mem_port), "--db",
-                            db_url, "--upstream", stub_url))
-        procs.append(_spawn("--role", "gateway-normal", "--port", str(nrm_port), "--db",
-                            db_url, "--upstream", stub_url))
+        urls = []
+        for _, variant, db in targets:
+            port = free_port()
+            role = f"gateway-{variant}" if variant else "gateway"
+            procs.append(_spawn("--role", role, "--port", str(port), "--db", db,
+                                "--upstream", stub_url))
+            urls.append(f"http://127.0.0.1:{port}/v1/chat/completions")
+        keys = [pg_key if db != sqlite_url else key for _, _, db in targets]
         direct = stub_url + "/chat/completions"
-        gateway = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
-        memory = f"http://127.0.0.1:{mem_port}/v1/chat/completions"
-        normal = f"http://127.0.0.1:{nrm_port}/v1/chat/completions"
-        auth = {"Authorization": f"Bearer {key}"}
         try:
             _wait_ready(direct, procs[0], {})
-            _wait_ready(gateway, procs[1], auth)
-            _wait_ready(memory, procs[2], auth)
-            _wait_ready(normal, procs[3], auth)
+            for url, proc, k in zip(urls, procs[1:], keys):
+                _wait_ready(url, proc, {"Authorization": f"Bearer {k}"})
             # Interleave blocks so drift in machine load hits every side alike.
-            lat_d, lat_g, lat_m, lat_n = [], [], [], []
+            lat_d, lats = [], [[] for _ in targets]
             block = max(1, args.requests // 8)
             for _ in range(0, args.requests, block):
                 lat_d += sequential(direct, {}, block)
-                lat_g += sequential(gateway, auth, block)
-                lat_m += sequential(memory, auth, block)
-                lat_n += sequential(normal, auth, block)
+                for lat, url, k in zip(lats, urls, keys):
+                    lat += sequential(url, {"Authorization": f"Bearer {k}"}, block)
             rps_d = asyncio.run(_concurrent(direct, {}, args.clients, args.seconds))
-            rps_g = asyncio.run(_concurrent(gateway, auth, args.clients, args.seconds))
-            rps_m = asyncio.run(_concurrent(memory, auth, args.clients, args.seconds))
-            rps_n = asyncio.run(_concurrent(normal, auth, args.clients, args.seconds))
+            rpss = [asyncio.run(_concurrent(url, {"Authorization": f"Bearer {k}"},
+                                            args.clients, args.seconds))
+                    for url, k in zip(urls, keys)]
         finally:
             for p in procs:
                 p.terminate()
             for p in procs:
                 p.wait(10)
+            if schema:
+                _drop_schema(args.postgres, schema)
 
-    p50 = pct(lat_g, 0.5) - pct(lat_d, 0.5)
-    p99 = pct(lat_g, 0.99) - pct(lat_d, 0.99)
-    ratio = rps_g / rps_d
     print(f"\n{len(lat_d)} sequential requests each way; {args.clients} concurrent clients for "
           f"{args.seconds:g} s each way; non-streaming chat, max_tokens 16\n")
-    print("| path | p50 ms | p90 ms | p99 ms | req/s at "
-          f"{args.clients} clients |")
+    print(f"| path | p50 ms | p90 ms | p99 ms | req/s at {args.clients} clients |")
     print("|---|---|---|---|---|")
-    for name, lat, rps in (("stub directly", lat_d, rps_d),
-                           ("through the gateway (SQLite)", lat_g, rps_g),
-                           ("diagnostic: SQLite synchronous=NORMAL", lat_n, rps_n),
-                           ("diagnostic: accounts in memory, no database", lat_m, rps_m)):
+    print(f"| stub directly | {pct(lat_d, 0.5):.2f} | {pct(lat_d, 0.9):.2f} | "
+          f"{pct(lat_d, 0.99):.2f} | {rps_d:.0f} |")
+    for (name, _, _), lat, rps in zip(targets, lats, rpss):
         print(f"| {name} | {pct(lat, 0.5):.2f} | {pct(lat, 0.9):.2f} | {pct(lat, 0.99):.2f} | "
               f"{rps:.0f} |")
-    print(f"| added by the gateway | {p50:+.2f} | {pct(lat_g, 0.9) - pct(lat_d, 0.9):+.2f} | "
-          f"{p99:+.2f} | {ratio:.2f}x |")
-    for name, lat, rps in (("added, synchronous=NORMAL", lat_n, rps_n),
-                           ("added, accounts in memory", lat_m, rps_m)):
-        print(f"| {name} | {pct(lat, 0.5) - pct(lat_d, 0.5):+.2f} | "
+    for (name, _, _), lat, rps in zip(targets, lats, rpss):
+        added = name.replace("through the gateway", "added by the gateway").replace(
+            "diagnostic:", "added,")
+        print(f"| {added} | {pct(lat, 0.5) - pct(lat_d, 0.5):+.2f} | "
               f"{pct(lat, 0.9) - pct(lat_d, 0.9):+.2f} | {pct(lat, 0.99) - pct(lat_d, 0.99):+.2f}"
               f" | {rps / rps_d:.2f}x |")
+    p50 = pct(lats[0], 0.5) - pct(lat_d, 0.5)
+    p99 = pct(lats[0], 0.99) - pct(lat_d, 0.99)
+    ratio = rpss[0] / rps_d
     met = p50 <= 1.0 and p99 <= 5.0 and ratio >= 0.5
     print(f"\ngateway overhead: p50 {p50:+.2f} ms (target <= 1), p99 {p99:+.2f} ms (<= 5), "
           f"throughput {ratio:.2f}x direct (>= 0.5): {'met' if met else 'not met'}")
 
+
+def _fresh_schema(url: str) -> tuple[str, str]:
+    """A new uniquely named schema on the PostgreSQL at `url`, and a URL that uses it."""
+    import secrets
+
+    import sqlalchemy as sa
+
+    schema = f"persea_bench_{secrets.token_hex(6)}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    engine.dispose()
+    scoped = sa.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    return scoped.render_as_string(hide_password=False), schema
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    engine.dispose()
 
 if __name__ == "__main__":
     main()
