@@ -28,7 +28,10 @@ class DistillResult:
 
 
 def _config_record(project, harvest) -> dict:
-    return {"distill": project.spec.distill.model_dump(mode="json"),
+    distill = project.spec.distill.model_dump(mode="json")
+    if distill["loss"]["combine"] == "sum":  # the default: runs made before the option resume
+        del distill["loss"]["combine"]
+    return {"distill": distill,
             "harvest_manifest_sha256": hashlib.sha256(
                 (harvest.path / "manifest.json").read_bytes()).hexdigest()}
 
