@@ -9,7 +9,6 @@ only and answered with a fixed 500 message.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -17,6 +16,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from persea.serve.wire import ErrorBody, ErrorResponse
 
 log = logging.getLogger("persea.serve")
 
@@ -47,9 +48,9 @@ class ApiError(Exception):
 
 def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None,
                type: str | None = None) -> bytes:
-    return json.dumps({"error": {"message": message,
-                                 "type": type or _TYPES.get(status, "invalid_request_error"),
-                                 "param": param, "code": code}}).encode()
+    return ErrorResponse(error=ErrorBody(
+        message=message, type=type or _TYPES.get(status, "invalid_request_error"),
+        param=param, code=code)).model_dump_json().encode()
 
 
 def error_response(err: ApiError) -> Response:
