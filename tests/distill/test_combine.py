@@ -264,3 +264,17 @@ def test_combine_without_cross_scores_or_logit_loss_is_refused(cross_project, pr
     with pytest.raises(PerseaError, match="set harvest.cross_score: true"):
         run_distill(load_project(project_copy))
     assert not (project_copy / "runs").exists()  # refused before anything was written
+
+
+def test_run_record_names_combine_only_away_from_its_default(cross_project, tmp_path):
+    """A run made before the option existed (its run.json has no `combine`) still resumes
+    under the default; a run with average or select records it."""
+    from persea.distill.cache import open_harvest
+    from persea.distill.run import _config_record
+    from persea.project import load_project
+
+    harvest = open_harvest(cross_project / "cache" / "harvest", "c", BUILTINS)
+    assert "combine" not in _config_record(load_project(cross_project), harvest)["distill"][
+        "loss"]
+    chosen = with_combine(cross_project, tmp_path / "p", "select")
+    assert _config_record(chosen, harvest)["distill"]["loss"]["combine"] == "select"

@@ -132,6 +132,25 @@ def test_a_changed_scorer_is_refused(builtin_harvest, tmp_path):
     assert not (out / "_scores" / "qwen3-toy" / "gemma3-toy" / SHARD_PATTERN.format(0)).exists()
 
 
+def test_a_scorer_is_known_by_its_fingerprints_not_its_vocabulary_count(builtin_harvest,
+                                                                          tmp_path):
+    """Generation may have run on vLLM, which can count padding rows of the vocabulary
+    differently; scoring (on transformers) checks identity by fingerprints only."""
+    project_dir, _ = builtin_harvest
+    copy = tmp_path / "p"
+    shutil.copytree(project_dir, copy)
+    out = copy / "cache" / "harvest"
+    (out / "_scores" / "qwen3-toy" / "gemma3-toy" / SHARD_PATTERN.format(0)).unlink()
+    (out / "manifest.json").unlink()
+    record = out / "qwen3-toy" / "teacher.json"
+    info = json.loads(record.read_text())
+    info["vocab_size"] += 64
+    record.write_text(json.dumps(info))
+    again = run_harvest(load_project(copy))
+    assert again is not None and json.loads(record.read_text()) == info  # left as it was
+    assert (out / "_scores" / "qwen3-toy" / "gemma3-toy" / SHARD_PATTERN.format(0)).exists()
+
+
 def test_endpoint_teachers_are_scored_but_never_score():
     specs = [TeacherSpec(name="a", builtin="qwen3-toy"),
              TeacherSpec(name="api", endpoint="http://127.0.0.1:1/v1", model="m"),

@@ -123,12 +123,20 @@ def pick_backend(spec, kind: str, project=None):
     return load_teacher(spec, project)
 
 
-def _prepare_teacher(tdir: Path, spec, model) -> None:
+def _prepare_teacher(tdir: Path, spec, model, scoring: bool = False) -> None:
     """Check the model against `<teacher>/teacher.json` (refuse a changed teacher), save its
-    tokenizer once, and (re)write the record."""
+    tokenizer once, and (re)write the record.
+
+    For scoring, an existing record is only checked on the weights' and tokenizer's
+    fingerprints: scoring runs on transformers, which may count the vocabulary (padding
+    rows) differently from the vLLM engine that generated."""
     info = {"name": spec.name, "source": spec.source, "fingerprint": model.fingerprint,
             "tokenizer_fingerprint": model.tokenizer_fingerprint,
             "vocab_size": model.vocab_size, "id_dtype": str(shards.id_type(model.vocab_size))}
+    if scoring and (tdir / "teacher.json").exists():
+        _check_same(tdir / "teacher.json", {k: info[k] for k in (
+            "name", "fingerprint", "tokenizer_fingerprint")}, f"teacher {spec.name!r}")
+        return
     _check_same(tdir / "teacher.json", info, f"teacher {spec.name!r}")
     tdir.mkdir(parents=True, exist_ok=True)
     if getattr(model, "tokenizer", None) is not None and not (tdir / "tokenizer").exists():
@@ -214,7 +222,7 @@ def run_harvest(project, console: Console | None = None, load=None,
             model = None  # free it before the next one loads
         if h.cross_score:
             cross.run_cross(project, out, records, score_load,
-                            lambda spec, m: _prepare_teacher(out / spec.name, spec, m),
+                            lambda spec, m: _prepare_teacher(out / spec.name, spec, m, True),
                             progress, teachers, worker)
     complete = all((out / t / shards.SHARD_PATTERN.format(i)).exists()
                    for t in names for i in range(n_shards))
