@@ -206,6 +206,16 @@ def scorecard(project: Optional[Path] = ProjectOpt):
 
 
 @app.command()
+def gate(project: Optional[Path] = ProjectOpt):
+    """Check the candidate against the project's release policy: each rule passed or failed
+    with its numbers; exit status 1 when the gate fails (2 for bad input)."""
+    from persea.evaluate.gate_cli import run_gate
+
+    if not run_gate(project, out):
+        sys.exit(1)  # not typer.Exit: click returns that code, and main() would drop it
+
+
+@app.command()
 def teachers():
     """List the built-in teachers."""
     from persea.toyworld.builtin import BUILTIN_TEACHERS
