@@ -245,13 +245,21 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
               None, help="Redis URL for rate limits shared by several gateways."),
           admin_token: Optional[str] = typer.Option(
               None, help="Credential for /admin/... (default: $PERSEA_ADMIN_TOKEN; none: the "
-              "admin API is off).")):
-    """Serve the models through the OpenAI-compatible API, with keys, limits and metering."""
+              "admin API is off)."),
+          force_release: bool = typer.Option(
+              False, "--force-release", help="Serve a model directory that has no passing "
+              "release gate (`persea gate`); needs --reason, and is recorded."),
+          reason: Optional[str] = typer.Option(None, help="Why the release is forced."),
+          forced_by: Optional[str] = typer.Option(
+              None, help="Who forces it (default: the OS user).")):
+    """Serve the models through the OpenAI-compatible API, with keys, limits and metering.
+    A model directory is served only once released (a passing `persea gate`)."""
     from persea.serve.serve_cli import ServeOptions, run_serve
 
     run_serve(ServeOptions(host=host, port=port, db=db, models=list(model or []),
                            upstreams=list(upstream or []), redis=redis,
-                           admin_token=admin_token),
+                           admin_token=admin_token, force_release=force_release,
+                           release_reason=reason, forced_by=forced_by),
               echo=lambda line: out.print(line, soft_wrap=True, highlight=False))
 
 

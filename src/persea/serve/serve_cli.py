@@ -31,6 +31,9 @@ class ServeOptions:
     body_limit: int = 1 << 20
     batch_window_ms: float = 5.0
     torch_threads: int = 1  # the built-in models are small; more threads wait on each other
+    force_release: bool = False  # serve an ungated model directory anyway (recorded)
+    release_reason: str | None = None
+    forced_by: str | None = None
 
 
 def _pairs(values: list[str], flag: str, example: str) -> list[tuple[str, str]]:
@@ -46,6 +49,18 @@ def _pairs(values: list[str], flag: str, example: str) -> list[tuple[str, str]]:
     return out
 
 
+def _require_release_of_directory(source: str, options: ServeOptions) -> None:
+    """A model directory (a checkpoint, not a built-in) is served only once released."""
+    from pathlib import Path
+
+    from persea.evaluate.release import require_release
+    from persea.toyworld.builtin import BUILTIN_TEACHERS
+
+    if source not in BUILTIN_TEACHERS and Path(source).expanduser().is_dir():
+        require_release(None, Path(source).expanduser(), options.force_release,
+                        options.release_reason, options.forced_by, db=options.db)
+
+
 def build_backends(options: ServeOptions) -> dict:
     from persea.serve.backends.builtin import load_builtin
     from persea.serve.backends.upstream import UpstreamBackend
@@ -53,6 +68,7 @@ def build_backends(options: ServeOptions) -> dict:
     models = options.models or ([] if options.upstreams else [DEFAULT_MODEL])
     backends: dict = {}
     for name, source in _pairs(models, "--model", "persea-small=qwen3-toy"):
+        _require_release_of_directory(source, options)
         backend = load_builtin(name, source, torch_threads=options.torch_threads)
         backend.window = options.batch_window_ms / 1000
         backends[name] = backend
