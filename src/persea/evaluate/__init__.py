@@ -1,1 +1,3 @@
-"""Evaluation: scoring models on toy-world skills (issue 4 extends this to suites and gates)."""
+"""Evaluation: suites (the toy world, lm-evaluation-harness tasks), runs stored as records
+(`records`, `runner`), the scorecard with bootstrap intervals, the release gate and
+`release.require_release`, which sealing and serving call. See docs/evaluate.md."""
