@@ -71,3 +71,40 @@ def test_rate_limits_in_redis_through_the_gateway(tmp_path, toy_model):
         r = redis.Redis.from_url(url)
         for key in r.scan_iter(match=prefix + "*"):
             r.delete(key)
+
+
+def test_unreachable_redis_fails_closed_with_503(tmp_path, toy_model):
+    from persea.serve.limits import RedisLimiter
+    from tests.serve.stub_upstream import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    env, stub_server = start_env(f"sqlite:///{tmp_path / 'p.db'}", toy_model,
+                                 limiter=RedisLimiter(dead))
+    try:
+        r = httpx.post(env.url + "/v1/chat/completions", json=CHAT,
+                       headers=env.headers("tight"))
+        assert r.status_code == 503 and r.json()["error"]["code"] == "service_unavailable"
+        assert dead not in r.text
+        assert env.usage_count() == 0
+        ready = httpx.get(env.url + "/readyz")
+        assert ready.status_code == 503 and ready.json()["rate_limiter"] is False
+    finally:
+        stop_env(env, stub_server)
+
+
+def test_unreachable_database_is_a_503_without_its_url(tmp_path, toy_model):
+    from persea.db import make_engine
+
+    env, stub_server = start_env(f"sqlite:///{tmp_path / 'p.db'}", toy_model)
+    try:
+        assert httpx.post(env.url + "/v1/chat/completions", json=CHAT,
+                          headers=env.headers()).status_code == 200  # key now cached
+        env.settled()
+        gone = tmp_path / "no-such-dir" / "secret-name.db"
+        env.accounts.engine = make_engine(f"sqlite:///{gone}")  # as if the disk went away
+        r = httpx.post(env.url + "/v1/chat/completions", json=CHAT, headers=env.headers())
+        assert r.status_code == 503 and r.json()["error"]["code"] == "service_unavailable"
+        assert "secret-name" not in r.text
+        assert httpx.get(env.url + "/readyz").json()["database"] is False
+    finally:
+        stop_env(env, stub_server)

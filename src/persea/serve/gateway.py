@@ -21,6 +21,8 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
 from persea.serve.accounts import Accounts, AccountsError, Caller, Reservation
 from persea.serve.backends.base import Backend, Prepared, Prompt, Sampling
 from persea.serve.errors import ApiError, bad_request
@@ -80,6 +82,10 @@ class Gateway:
             return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
         except AccountsError as err:
             raise api_error(err) from None
+        except sa.exc.DBAPIError as err:  # by type only: the text may hold the URL
+            log.error("accounts database failed: %s", type(err.orig).__name__)
+            raise ApiError(503, "the accounts database is not answering; nothing was charged, "
+                           "retry later", code="service_unavailable") from None
 
     async def drain(self) -> None:
         """Wait for every settle still running (at shutdown, so no usage is lost)."""
@@ -192,7 +198,12 @@ class Gateway:
             asks.append(tpm)
         if not asks:
             return None
-        wait = await self.limiter.acquire(asks)
+        try:
+            wait = await self.limiter.acquire(asks)
+        except Exception as err:  # noqa: BLE001 - fail closed: no limit known, no request
+            log.error("rate limiter failed: %s", type(err).__name__)
+            raise ApiError(503, "the rate limiter is not answering; retry later",
+                           code="service_unavailable") from None
         if wait == float("inf"):
             raise ApiError(429, f"this request needs up to {tokens} tokens but your plan allows "
                            f"{plan.tpm} per minute; lower max_tokens or shorten the prompt",
