@@ -51,3 +51,18 @@ def test_local_lmeval_tasks_run_offline_into_records(tmp_path, capsys, monkeypat
                          "--model", "q=qwen3-toy", "--suite", "lmeval:persea_toy_add",
                          "--include-path", str(TASKS))
     assert code == 0 and len(store.runs()) == 2
+
+
+def test_an_endpoint_answers_generation_tasks_and_names_what_it_cannot(
+        tmp_path, stub_endpoint, capsys, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    url = stub_endpoint({"What is 12 + 30?": "42", "What is 7 + 8?": "15"})
+    project = write_project(tmp_path / "p")
+    args = ["eval", "--project", str(project), "--only", "--endpoint", f"ep={url}",
+            "--include-path", str(TASKS)]
+    code, _, err = run_cli(capsys, monkeypatch, *args, "--suite", "lmeval:persea_toy_add")
+    assert code == 0, err[-2000:]
+    (run,) = RunStore(project / "evals").runs()
+    assert run.scores["persea_toy_add/exact_match"] == {"mean": 2 / 6, "n": 6}
+    code, _, err = run_cli(capsys, monkeypatch, *args, "--suite", "lmeval:persea_toy_choice")
+    assert code == 2 and "log-probabilities" in err and "'ep'" in err

@@ -133,7 +133,7 @@ def run_lmeval_suite(model, task: str, store: RunStore, *, name: str, source: st
     import lm_eval
 
     include = include_path.resolve() if include_path is not None else None
-    chat = bool(getattr(model, "use_chat_template", True))
+    chat = bool(getattr(model, "use_chat_template", False))  # an endpoint templates itself
     config = {"task": task, "include_path": str(include) if include else None, "limit": limit,
               "num_fewshot": num_fewshot, "apply_chat_template": chat}
     version = f"lm-eval-{lm_eval.__version__}+{_digest_dir(include)}"
