@@ -43,6 +43,9 @@ def test_chat_completion_has_usage_and_is_metered_exactly(env, client):
     rec = env.usage(r.id)
     assert (rec.prompt_tokens, rec.completion_tokens) == (u.prompt_tokens, u.completion_tokens)
     assert rec.cost == _cost(u.prompt_tokens, u.completion_tokens)
+    raw = client.chat.completions.with_raw_response.create(model="toy", messages=CHAT,
+                                                          max_tokens=4)
+    assert raw.headers["x-request-id"] == raw.parse().id  # the usage record's key
 
 
 def _chat_prompt():

@@ -131,6 +131,12 @@ def run_serve(options: ServeOptions, echo=print) -> None:
     admin_token = options.admin_token or os.environ.get("PERSEA_ADMIN_TOKEN")
     app = create_app(accounts, backends, limiter=make_limiter(options.redis),
                      admin_token=admin_token, body_limit=options.body_limit)
+    if first_key:
+        base = f"http://{options.host}:{options.port}/v1"
+        echo(f"try it: export PERSEA_KEY=<the key above>; curl {base}/chat/completions "
+             f"-H \"Authorization: Bearer $PERSEA_KEY\" -H \"Content-Type: application/json\" "
+             f"-d '{{\"model\": \"{next(iter(backends))}\", \"messages\": [{{\"role\": "
+             f"\"user\", \"content\": \"What is 12 plus 30?\"}}]}}'")
     echo(f"serving {', '.join(backends)} on http://{options.host}:{options.port}/v1 "
          f"(database {safe_url(url)}; rate limits "
          f"{'in Redis' if options.redis else 'in this process'}; admin API "

@@ -1,6 +1,7 @@
 """`POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`.
 
-Each handler authenticates before it parses the body (an anonymous caller learns nothing
+Each answer's `x-request-id` header is its id, the key of its usage record. Each handler
+authenticates before it parses the body (an anonymous caller learns nothing
 about the request format), validates it against the wire types (a 400 naming the field),
 passes it through the gateway's checks and reservation, then answers whole or as server-sent
 events. Every answer carries `usage`; a stream carries it in a last chunk when the caller set
@@ -29,8 +30,10 @@ router = APIRouter()
 JSON = "application/json"
 
 
-def _json(model) -> Response:
-    return Response(model.model_dump_json(exclude_none=False), media_type=JSON)
+def _json(model, request_id: str | None = None) -> Response:
+    headers = {"x-request-id": request_id} if request_id else None
+    return Response(model.model_dump_json(exclude_none=False), media_type=JSON,
+                    headers=headers)
 
 
 async def _parse(request: Request, gw: Gateway, kind):
@@ -66,7 +69,7 @@ async def chat_completions(request: Request):
     prompt = Prompt("chat", tuple((m.role, m.text()) for m in req.messages))
     adm = await gw.admit(caller, req, prompt, "messages", "chatcmpl")
     if req.stream:
-        return await _sse(_chat_events(gw, adm, req))
+        return await _sse(_chat_events(gw, adm, req), adm.request_id)
     result = await _complete(gw, adm)
     return _json(ChatCompletion(
         id=adm.request_id, model=adm.model, usage=Usage.of(result.prompt_tokens,
@@ -74,7 +77,7 @@ async def chat_completions(request: Request):
         choices=[ChatChoice(index=c.index, message=AssistantMessage(content=c.text),
                             finish_reason=c.finish_reason or "stop",
                             logprobs=_chat_logprobs(c.logprobs, adm))
-                 for c in result.choices]))
+                 for c in result.choices]), adm.request_id)
 
 
 @router.post("/v1/completions")
@@ -83,7 +86,7 @@ async def completions(request: Request):
     caller, req = await _parse(request, gw, CompletionRequest)
     adm = await gw.admit(caller, req, Prompt("text", text=req.prompt_text()), "prompt", "cmpl")
     if req.stream:
-        return await _sse(_completion_events(gw, adm, req))
+        return await _sse(_completion_events(gw, adm, req), adm.request_id)
     result = await _complete(gw, adm)
     return _json(Completion(
         id=adm.request_id, model=adm.model, usage=Usage.of(result.prompt_tokens,
@@ -91,7 +94,7 @@ async def completions(request: Request):
         choices=[CompletionChoice(index=c.index, text=c.text,
                                   finish_reason=c.finish_reason or "stop",
                                   logprobs=_completion_logprobs(c.logprobs, adm))
-                 for c in result.choices]))
+                 for c in result.choices]), adm.request_id)
 
 
 async def _complete(gw: Gateway, adm: Admission) -> Result:
@@ -142,7 +145,7 @@ def _completion_logprobs(lps, adm: Admission, offset: int = 0) -> CompletionLogp
 # -- streaming ---------------------------------------------------------------------------
 
 
-async def _sse(events) -> StreamingResponse:
+async def _sse(events, request_id: str) -> StreamingResponse:
     """Waits for the first chunk before answering, so a backend that fails at once is a
     502 with an error body, not a 200 stream holding an error event."""
     try:
@@ -160,7 +163,8 @@ async def _sse(events) -> StreamingResponse:
             await events.aclose()  # runs the metering's `finally` now, not at collection
 
     return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                      "x-request-id": request_id})
 
 
 def _data(model) -> bytes:
