@@ -89,6 +89,24 @@ def test_n_choices_are_separate_rows_and_usage_adds_them(env, client):
     assert r.usage.completion_tokens >= 3
 
 
+def test_n_choices_stream_side_by_side(env, client):
+    chunks = list(client.chat.completions.create(
+        model="toy", messages=CHAT, n=2, max_tokens=10, temperature=1.0, seed=11,
+        stream=True, stream_options={"include_usage": True}))
+    texts = {0: "", 1: ""}
+    finished = set()
+    for c in chunks[:-1]:
+        for ch in c.choices:
+            texts[ch.index] += ch.delta.content or ""
+            if ch.finish_reason:
+                finished.add(ch.index)
+    assert finished == {0, 1}
+    whole = client.chat.completions.create(model="toy", messages=CHAT, n=2, max_tokens=10,
+                                           temperature=1.0, seed=11)
+    assert [texts[0], texts[1]] == [c.message.content for c in whole.choices]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
 def test_max_tokens_and_max_completion_tokens_bound_the_answer(env, client):
     r = client.completions.create(model="toy", prompt=RAMBLE, max_tokens=7, temperature=0)
     assert r.usage.completion_tokens == 7 and r.choices[0].finish_reason == "length"
