@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import threading
+from collections import deque
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -139,11 +139,14 @@ class BuiltinBackend:
         self.window = batch_window_ms / 1000
         self.max_batch = max_batch
         self.ready = True
-        self.batch_sizes: list[int] = []  # rows per generate call, for tests and metrics
+        # What the batching did, for tests and operators: counters, and the rows of the
+        # latest generate calls (bounded: a server runs for months).
+        self.generate_calls = 0
+        self.rows_generated = 0
+        self.recent_batches: deque[int] = deque(maxlen=256)
         self.tokens_generated = 0  # every token any row drew, delivered or not
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
-        self._lock = threading.Lock()
 
     # -- prompts ---------------------------------------------------------------------
     def prompt_ids(self, prompt: Prompt) -> list[int]:
@@ -219,7 +222,9 @@ class BuiltinBackend:
         """One `generate` for every row of every job (in a worker thread)."""
         rows = [r for j in batch for r in j.rows]
         seqs = [j.ids for j in batch for _ in j.rows]
-        self.batch_sizes.append(len(rows))
+        self.generate_calls += 1
+        self.rows_generated += len(rows)
+        self.recent_batches.append(len(rows))
         try:
             input_ids, mask = self.hf._left_pad(seqs)
             max_new = max(j.sampling.max_tokens for j in batch)
