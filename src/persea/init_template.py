@@ -52,4 +52,21 @@ distill:
   batch_size: 32
   lr: 0.003
   checkpoint_every: 100
+
+# Release: the bar the student must clear before it may be served or sealed. `persea eval`
+# scores the student and every teacher on the toy world's test split, `persea scorecard`
+# shows them side by side with 95% bootstrap intervals, and `persea gate` checks these
+# rules one by one (exit 1 when one fails; a forced release is recorded with who and why).
+# A rule is one of: beat: NAME (ahead of NAME beyond the interval), within_best_teacher:
+# POINTS, floor: SCORE; each on `metrics: core` (default), `skills`, or a list of names
+# such as [toyworld/kb]. See docs/evaluate.md.
+release:
+  candidate: student
+  core_metrics: [toyworld/overall]
+  rules:
+    - beat: qwen3-toy
+    - beat: gemma3-toy
+    - beat: gptoss-toy
+    - within_best_teacher: 25
+      metrics: skills
 """

@@ -149,3 +149,15 @@ def test_no_policy_is_exit_2(tmp_path, capsys, monkeypatch):
     project = write_project(tmp_path / "p")
     code, _, err = run_cli(capsys, monkeypatch, "gate", "--project", str(project))
     assert code == 2 and "no `release:` section" in err
+
+
+def test_the_example_project_has_a_policy_over_its_own_teachers(tmp_path, capsys,
+                                                                  monkeypatch):
+    from persea.project import load_project
+
+    assert run_cli(capsys, monkeypatch, "init", str(tmp_path / "demo"))[0] == 0
+    project = load_project(tmp_path / "demo")
+    rel = project.spec.release
+    teachers = {t.name for t in project.spec.teachers}
+    assert rel.candidate == "student" and rel.core_metrics == ["toyworld/overall"]
+    assert {r.beat for r in rel.rules if r.kind == "beat"} == teachers

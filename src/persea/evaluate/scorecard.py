@@ -63,10 +63,10 @@ def build_scorecard(store: RunStore, first: list[str] = (), resamples: int = 100
                      latest, unfinished, confidence, resamples)
 
 
-def _cell(iv: Interval | None) -> str:
+def _cell(iv: Interval | None, places: int = 3) -> str:
     if iv is None:
         return "-"
-    return f"{iv.mean:.3f} [{iv.low:.3f}, {iv.high:.3f}]"
+    return f"{iv.mean:.{places}f} [{iv.low:.{places}f}, {iv.high:.{places}f}]"
 
 
 def _items(card: Scorecard, metric: str) -> str:
@@ -85,7 +85,7 @@ def to_rich(card: Scorecard):
         table.add_column(m, justify="right")
     for metric in card.metrics:
         table.add_row(metric, _items(card, metric),
-                      *[_cell(card.get(metric, m)) for m in card.models])
+                      *[_cell(card.get(metric, m), 2) for m in card.models])
     return table
 
 
