@@ -162,3 +162,16 @@ def test_migrations_match_the_schema(db_url):
         names = set(sa.inspect(conn).get_table_names())
     engine.dispose()
     assert "eval_runs" not in names and "usage_records" in names
+
+
+def test_an_unreachable_database_is_named_without_its_password(tmp_path):
+    from persea.errors import PerseaError
+
+    suite = ToyworldSuite(per_skill=1, max_new_tokens=4)
+    url = "postgresql+psycopg://someone:s3cret@127.0.0.1:1/nowhere"
+    store = RunStore(tmp_path / "evals", url)
+    with pytest.raises(PerseaError) as err:
+        run_item_suite(ScriptedModel(_answers(suite).get), suite, store, name="m", source="s")
+    assert "127.0.0.1:1/nowhere" in err.value.message and "s3cret" not in err.value.message
+    (rec,) = store.runs()
+    assert rec.status == COMPLETE  # the files on disk are the record and stay

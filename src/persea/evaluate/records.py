@@ -152,32 +152,48 @@ class RunStore:
             return
         import sqlalchemy as sa
 
-        from persea.db import make_engine, upgrade
         from persea.db.schema import eval_items, eval_runs, eval_scores
 
-        engine = make_engine(self.db_url)
-        try:
-            upgrade(engine)
-            with engine.begin() as conn:
-                conn.execute(sa.delete(eval_items).where(eval_items.c.run_id == record.run_id))
-                conn.execute(sa.delete(eval_scores).where(
-                    eval_scores.c.run_id == record.run_id))
-                conn.execute(sa.delete(eval_runs).where(eval_runs.c.id == record.run_id))
-                conn.execute(eval_runs.insert().values(
-                    id=record.run_id, model=record.model, fingerprint=record.fingerprint,
-                    suite=record.suite, suite_version=record.suite_version, seed=record.seed,
-                    config=record.config, status=record.status, n_items=record.n_items,
-                    started_at=datetime.fromisoformat(record.started_at),
-                    finished_at=(datetime.fromisoformat(record.finished_at)
-                                 if record.finished_at else None),
-                    duration_s=record.duration_s))
-                if record.scores:
-                    conn.execute(eval_scores.insert(), [
-                        {"run_id": record.run_id, "metric": m, "value": s["mean"], "n": s["n"]}
-                        for m, s in record.scores.items()])
-                if items:
-                    conn.execute(eval_items.insert(), [
-                        {"run_id": record.run_id, "item_id": i["id"], "item_group": i["group"],
-                         "outcomes": i["outcomes"], "output": i["output"]} for i in items])
-        finally:
-            engine.dispose()
+        def write(conn):
+            conn.execute(sa.delete(eval_items).where(eval_items.c.run_id == record.run_id))
+            conn.execute(sa.delete(eval_scores).where(eval_scores.c.run_id == record.run_id))
+            conn.execute(sa.delete(eval_runs).where(eval_runs.c.id == record.run_id))
+            conn.execute(eval_runs.insert().values(
+                id=record.run_id, model=record.model, fingerprint=record.fingerprint,
+                suite=record.suite, suite_version=record.suite_version, seed=record.seed,
+                config=record.config, status=record.status, n_items=record.n_items,
+                started_at=datetime.fromisoformat(record.started_at),
+                finished_at=(datetime.fromisoformat(record.finished_at)
+                             if record.finished_at else None),
+                duration_s=record.duration_s))
+            if record.scores:
+                conn.execute(eval_scores.insert(), [
+                    {"run_id": record.run_id, "metric": m, "value": s["mean"], "n": s["n"]}
+                    for m, s in record.scores.items()])
+            if items:
+                conn.execute(eval_items.insert(), [
+                    {"run_id": record.run_id, "item_id": i["id"], "item_group": i["group"],
+                     "outcomes": i["outcomes"], "output": i["output"]} for i in items])
+
+        write_to_database(self.db_url, write, f"run {record.run_id}")
+
+
+def write_to_database(url: str, write, what: str) -> None:
+    """Migrate the database at `url` if needed and run `write(conn)` in one transaction; a
+    database that cannot be reached is a clear error naming it (never its password)."""
+    import sqlalchemy as sa
+
+    from persea.db import make_engine, upgrade
+    from persea.errors import PerseaError
+
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            write(conn)
+    except sa.exc.OperationalError as err:
+        shown = sa.make_url(url).render_as_string(hide_password=True)
+        raise PerseaError(f"cannot write {what} to the database {shown} "
+                          f"({type(err.orig).__name__}); the files on disk are kept") from None
+    finally:
+        engine.dispose()

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from persea.errors import PerseaError
+from persea.evaluate.records import write_to_database
 
 GATE_FILE = "release-gate.json"
 RELEASE_LOG = "release-log.jsonl"
@@ -35,18 +36,9 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{_now().strftime('%Y%m%dT%H%M%S')}_{secrets.token_hex(3)}"
 
 
-def _db_rows(url: str | None, table, row: dict) -> None:
-    if url is None:
-        return
-    from persea.db import make_engine, upgrade
-
-    engine = make_engine(url)
-    try:
-        upgrade(engine)
-        with engine.begin() as conn:
-            conn.execute(table.insert().values(**row))
-    finally:
-        engine.dispose()
+def _db_rows(url: str | None, table, row: dict, what: str) -> None:
+    if url is not None:
+        write_to_database(url, lambda conn: conn.execute(table.insert().values(**row)), what)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -69,7 +61,7 @@ def write_gate_record(project, result, db_url: str | None) -> dict:
     _db_rows(db_url, gate_records, {
         "id": record["id"], "candidate": result.candidate, "fingerprint": result.fingerprint,
         "verdict": record["verdict"], "policy": result.policy,
-        "results": record["rules"], "created_at": now})
+        "results": record["rules"], "created_at": now}, f"gate record {record['id']}")
     return record
 
 
@@ -139,5 +131,6 @@ def require_release(project_or_none, model_dir, force: bool = False,
         except OSError:
             pass  # a read-only model directory: the database row below still records it
     url = resolve_url(db, project.file if project is not None else None)
-    _db_rows(url, release_records, {**record, "created_at": now})
+    _db_rows(url, release_records, {**record, "created_at": now},
+             f"release record {record['id']}")
     return record
