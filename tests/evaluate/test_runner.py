@@ -175,3 +175,12 @@ def test_an_unreachable_database_is_named_without_its_password(tmp_path):
     assert "127.0.0.1:1/nowhere" in err.value.message and "s3cret" not in err.value.message
     (rec,) = store.runs()
     assert rec.status == COMPLETE  # the files on disk are the record and stay
+
+
+def test_skill_accuracy_scores_like_the_suite():
+    from persea.evaluate.skills import skill_accuracy
+
+    suite = ToyworldSuite(per_skill=3, max_new_tokens=4)
+    scores = skill_accuracy(ScriptedModel(_half_right(suite)), per_skill=3, batch_size=4)
+    assert scores == {"addition": 1.0, "reverse": 0.0, "sort": 1.0, "kb": 0.0, "count": 0.0,
+                      "convert": 0.0, "overall": 2 / 6}
