@@ -178,7 +178,8 @@ def eval_(project: Optional[Path] = ProjectOpt,
         table.add_row(r.model, r.suite, str(r.n_items), f"{mean['mean']:.3f}",
                       f"{r.duration_s:.1f}", r.run_id)
     out.print(table)
-    out.print("next: persea scorecard --project ... (student side by side with the rivals)")
+    out.print(f"next: persea scorecard --project {project or '.'} (side by side, with "
+              "confidence intervals), then persea gate", highlight=False)
 
 
 @app.command()

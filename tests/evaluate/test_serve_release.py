@@ -40,3 +40,22 @@ def test_serve_refuses_an_ungated_directory_unless_forced(tmp_path, tiny_model_d
     assert (row.forced, row.who, row.model_path) == (True, "grace", str(model.resolve()))
     # built-in teachers are not checkpoints of ours: no gate asked
     assert list(build_backends(ServeOptions(db=db, models=["t=qwen3-toy"]))) == ["t"]
+
+
+def test_release_records_land_in_either_database(tmp_path, tiny_model_dir, db_url):
+    import shutil
+
+    from persea.db import make_engine
+    from persea.db.schema import release_records
+    from persea.evaluate.release import require_release
+
+    model = tmp_path / "ckpt"
+    shutil.copytree(tiny_model_dir, model)
+    require_release(None, model, True, "first", "ada", db=db_url)
+    require_release(None, model, True, "second", "bob", db=db_url)
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(release_records.c.who, release_records.c.reason)
+                            .order_by(release_records.c.created_at)).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("ada", "first"), ("bob", "second")]
