@@ -67,22 +67,43 @@ class MemoryAccounts:
     def check_model(self, caller, model):
         return self._real.check_model(caller, model)
 
-    def reserve(self, caller, model, prompt_tokens, max_tokens, request_id):
+    def reserve_op(self, caller, model, prompt_tokens, max_tokens, request_id):
         from datetime import datetime, timezone
 
         from persea.serve.accounts import Reservation
 
-        return Reservation(request_id, request_id, caller.org_id, caller.key_id, model,
-                           Decimal(0), datetime.now(timezone.utc))
+        reservation = Reservation(request_id, request_id, caller.org_id, caller.key_id, model,
+                                  Decimal(0), datetime.now(timezone.utc))
+        return lambda conn: reservation
 
-    def settle(self, reservation, prompt_tokens, completion_tokens):
-        return None
+    def settle_op(self, reservation, prompt_tokens, completion_tokens):
+        return lambda conn: None
 
-    def release(self, reservation):
-        return None
+    def release_op(self, reservation):
+        return lambda conn: None
 
     def reconcile(self):
         return 0
+
+
+class MemoryWriter:
+    """The group-commit writer's interface, applying each op at once with no connection."""
+
+    async def run(self, fn, *, urgent=True, key=""):
+        return fn(None)
+
+    async def call(self, fn, *args):
+        return fn(*args)
+
+    def submit(self, fn, *, urgent=True, key=""):
+        from concurrent.futures import Future
+
+        future = Future()
+        future.set_result(fn(None))
+        return future
+
+    def close(self):
+        pass
 
 
 def serve_gateway(port: int, db_url: str, upstream: str, variant: str) -> None:
@@ -103,6 +124,9 @@ def serve_gateway(port: int, db_url: str, upstream: str, variant: str) -> None:
     if variant == "memory":
         accounts = MemoryAccounts(accounts)
     app = create_app(accounts, {"stub": UpstreamBackend("stub", upstream)})
+    if variant == "memory":
+        app.state.gateway.writer.close()
+        app.state.gateway.writer = MemoryWriter()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Callable
+from typing import Callable, TypeVar
 
 import sqlalchemy as sa
 
@@ -29,6 +29,7 @@ from persea.serve.account_types import (AccountsError, BudgetExhausted, Caller, 
 from persea.serve.admin import AccountAdmin
 from persea.serve.money import Price, money_json, month_of
 
+T = TypeVar("T")
 MAX_TOKENS = 2**31 - 1  # per request and kind; usage columns are 32-bit INTEGER
 
 __all__ = ["Accounts", "AccountsError", "BudgetExhausted", "Caller", "InvalidKey",
@@ -117,20 +118,54 @@ class Accounts(AccountAdmin):
         this month's budget in one conditional UPDATE; BudgetExhausted when it does not fit.
         The budget is read from the database inside that UPDATE, so a plan change counts at
         once and concurrent requests can never together pass it."""
+        return self._alone(self.reserve_op(caller, model, prompt_tokens, max_tokens,
+                                           request_id))
+
+    def settle(self, reservation: Reservation, prompt_tokens: int,
+               completion_tokens: int) -> UsageRecord:
+        """Record the finished request once (idempotency key: its request_id), charge its
+        exact cost at the prices fixed when it was reserved, and give back the rest of what
+        was held. Settling again returns the first record and charges nothing more. A
+        reservation already expired by `reconcile` is still charged (the work was done)."""
+        return self._alone(self.settle_op(reservation, prompt_tokens, completion_tokens))
+
+    def release(self, reservation: Reservation) -> None:
+        """The backend failed: give back everything held, record nothing. Harmless when the
+        reservation is already settled, released or expired."""
+        return self._alone(self.release_op(reservation))
+
+    def _alone(self, op: Callable[[sa.Connection], T]) -> T:
+        with self.engine.begin() as conn:
+            return op(conn)
+
+    # -- the same, as ops for a group commit (persea.serve.writer) --------------------
+    # Each checks its arguments at once (a bad one raises here, before anything is queued)
+    # and returns a function of a connection that does the whole write inside whatever
+    # transaction it is given: alone above, or in a batch with many others, each in its
+    # own savepoint. None of them reads a value to write it back: every change is a
+    # conditional UPDATE or an INSERT the database checks, so batches and replicas can run
+    # side by side.
+
+    def reserve_op(self, caller: Caller, model: str, prompt_tokens: int, max_tokens: int,
+                   request_id: str) -> Callable[[sa.Connection], Reservation]:
+        """`reserve` as an op (see above)."""
         price = self.check_model(caller, model)
         _check_tokens(prompt_tokens, max_tokens)
         if not isinstance(request_id, str) or not 0 < len(request_id) <= 200:
             raise AccountsError("request id: expected 1 to 200 characters")
         amount = sum(price.cost(prompt_tokens, max_tokens), Decimal(0))
-        now = self.clock()
-        month = month_of(now)
-        budget = (sa.select(plans.c.monthly_budget).join(orgs, orgs.c.plan_id == plans.c.id)
-                  .where(orgs.c.id == caller.org_id).scalar_subquery())
-        fits = sa.or_(budget.is_(None),
-                      balances.c.spent + balances.c.reserved + money(amount) <= budget)
-        reservation = Reservation(new_id("res"), request_id, caller.org_id, caller.key_id,
-                                  model, amount, now + self.reservation_ttl)
-        with self.engine.begin() as conn:
+
+        def op(conn: sa.Connection) -> Reservation:
+            now = self.clock()
+            month = month_of(now)
+            budget = (sa.select(plans.c.monthly_budget)
+                      .join(orgs, orgs.c.plan_id == plans.c.id)
+                      .where(orgs.c.id == caller.org_id).scalar_subquery())
+            fits = sa.or_(budget.is_(None),
+                          balances.c.spent + balances.c.reserved + money(amount) <= budget)
+            reservation = Reservation(new_id("res"), request_id, caller.org_id,
+                                      caller.key_id, model, amount,
+                                      now + self.reservation_ttl)
             _ensure_balance(conn, caller.org_id, month)
             held = conn.execute(
                 balances.update()
@@ -151,60 +186,68 @@ class Accounts(AccountAdmin):
                         output_per_mtok=price.output_per_mtok, state="held", created_at=now,
                         expires_at=reservation.expires_at))
             except sa.exc.IntegrityError:
+                # the hold above is undone with the caller's transaction or savepoint
                 raise AccountsError(f"request id {request_id!r} was already used",
                                     409, "duplicate_request_id") from None
-        return reservation
+            return reservation
 
-    def settle(self, reservation: Reservation, prompt_tokens: int,
-               completion_tokens: int) -> UsageRecord:
-        """Record the finished request once (idempotency key: its request_id), charge its
-        exact cost at the prices fixed when it was reserved, and give back the rest of what
-        was held. Settling again returns the first record and charges nothing more. A
-        reservation already expired by `reconcile` is still charged (the work was done)."""
+        return op
+
+    def settle_op(self, reservation: Reservation, prompt_tokens: int,
+                  completion_tokens: int) -> Callable[[sa.Connection], UsageRecord]:
+        """`settle` as an op (see above)."""
         _check_tokens(prompt_tokens, completion_tokens)
-        try:
-            with self.engine.begin() as conn:
-                row = conn.execute(sa.select(reservations)
-                                   .where(reservations.c.id == reservation.id)
-                                   .with_for_update()).first()
-                if row is None:  # purged long after it was settled, or never made
-                    done = _usage_by_request(conn, reservation.request_id, missing_ok=True)
-                    if done is None:
-                        raise AccountsError(f"no reservation {reservation.id}", 404,
-                                            "reservation_not_found")
-                    return done
-                if row.state == "settled":
-                    return _usage_by_request(conn, row.request_id)
-                if row.state == "released":
-                    raise AccountsError(f"reservation {row.id} was released; nothing to settle",
-                                        409, "reservation_released")
-                price = Price(row.input_per_mtok, row.output_per_mtok)
-                input_cost, output_cost = price.cost(prompt_tokens, completion_tokens)
-                record = UsageRecord(new_id("use"), row.request_id, row.org_id, row.key_id,
-                                     row.model, row.month, prompt_tokens, completion_tokens,
-                                     input_cost, output_cost, input_cost + output_cost,
-                                     self.clock())
-                conn.execute(usage_records.insert().values(
-                    **record.__dict__, input_per_mtok=row.input_per_mtok,
-                    output_per_mtok=row.output_per_mtok))
-                conn.execute(reservations.update().where(reservations.c.id == row.id)
-                             .values(state="settled"))
-                give_back = row.amount if row.state == "held" else Decimal(0)
-                conn.execute(
-                    balances.update()
-                    .where(balances.c.org_id == row.org_id, balances.c.month == row.month)
-                    .values(spent=balances.c.spent + money(record.cost),
-                            reserved=balances.c.reserved - money(give_back)))
-                return record
-        except sa.exc.IntegrityError:
-            # another process recorded this request first: theirs is the one record
-            with self.engine.connect().execution_options(**READ_ONLY) as conn:
+
+        def op(conn: sa.Connection) -> UsageRecord:
+            try:
+                with conn.begin_nested():
+                    return self._settle_in(conn, reservation, prompt_tokens,
+                                           completion_tokens)
+            except sa.exc.IntegrityError:
+                # another process recorded this request first: theirs is the one record
                 return _usage_by_request(conn, reservation.request_id)
 
-    def release(self, reservation: Reservation) -> None:
-        """The backend failed: give back everything held, record nothing. Harmless when the
-        reservation is already settled, released or expired."""
-        with self.engine.begin() as conn:
+        return op
+
+    def _settle_in(self, conn: sa.Connection, reservation: Reservation, prompt_tokens: int,
+                   completion_tokens: int) -> UsageRecord:
+        row = conn.execute(sa.select(reservations)
+                           .where(reservations.c.id == reservation.id)
+                           .with_for_update()).first()
+        if row is None:  # purged long after it was settled, or never made
+            done = _usage_by_request(conn, reservation.request_id, missing_ok=True)
+            if done is None:
+                raise AccountsError(f"no reservation {reservation.id}", 404,
+                                    "reservation_not_found")
+            return done
+        if row.state == "settled":
+            return _usage_by_request(conn, row.request_id)
+        if row.state == "released":
+            raise AccountsError(f"reservation {row.id} was released; nothing to settle",
+                                409, "reservation_released")
+        price = Price(row.input_per_mtok, row.output_per_mtok)
+        input_cost, output_cost = price.cost(prompt_tokens, completion_tokens)
+        record = UsageRecord(new_id("use"), row.request_id, row.org_id, row.key_id,
+                             row.model, row.month, prompt_tokens, completion_tokens,
+                             input_cost, output_cost, input_cost + output_cost,
+                             self.clock())
+        conn.execute(usage_records.insert().values(
+            **record.__dict__, input_per_mtok=row.input_per_mtok,
+            output_per_mtok=row.output_per_mtok))
+        conn.execute(reservations.update().where(reservations.c.id == row.id)
+                     .values(state="settled"))
+        give_back = row.amount if row.state == "held" else Decimal(0)
+        conn.execute(
+            balances.update()
+            .where(balances.c.org_id == row.org_id, balances.c.month == row.month)
+            .values(spent=balances.c.spent + money(record.cost),
+                    reserved=balances.c.reserved - money(give_back)))
+        return record
+
+    def release_op(self, reservation: Reservation) -> Callable[[sa.Connection], None]:
+        """`release` as an op (see above)."""
+
+        def op(conn: sa.Connection) -> None:
             for state in ("held", "expired"):
                 done = conn.execute(
                     reservations.update()
@@ -214,6 +257,8 @@ class Accounts(AccountAdmin):
                     _unhold(conn, reservation.org_id, reservation.id)
                 if done:
                     return
+
+        return op
 
     def reconcile(self) -> int:
         """Give back every reservation held past its `expires_at` (a gateway killed

@@ -5,12 +5,14 @@
     -> rate limits (429 + Retry-After) -> reserve the worst case (402) -> [generate]
     -> settle with the exact counts  |  release when the backend failed (nothing charged)
 
-`Accounts` is synchronous (SQLAlchemy); its calls run on a small thread pool so the event
-loop keeps serving while a database write waits. A whole (non-streamed) answer is sent
-before its usage record is written (`settle_soon`): the counts are exact by then and the
-reservation already covers them. Settling a stream whose caller went away is done
-synchronously right there (a few ms): the stream's task is being cancelled, and an await
-could be skipped.
+`Accounts` is synchronous (SQLAlchemy). Reads run on a small thread pool; every write goes
+through one group-commit writer (`persea.serve.writer`): the reserves, settles and releases
+queued at one moment share one transaction and one commit, each with its own conditional
+statement and its own answer. A whole (non-streamed) answer is sent before its usage record
+is written (`settle_soon`): the counts are exact by then and the reservation already covers
+them, so that settle is queued *lazily*, to ride along with the next reserve's commit. A
+stream whose caller went away queues its settle without awaiting it (`settle_now`: the
+stream's task is being cancelled, and an await could be skipped); shutdown applies it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from persea.serve.errors import ApiError, bad_request
 from persea.serve.limits import Ask, Limiter, retry_after_header
 from persea.serve.metrics import Metrics
 from persea.serve.wire import AnyRequest, refuse_unsupported
+from persea.serve.writer import GroupWriter, WriterClosed
 
 log = logging.getLogger("persea.serve")
 
@@ -66,24 +69,38 @@ class Gateway:
         # Reads are few (authentication misses, readiness, admin): a small pool. Together
         # with the writers they stay within SQLAlchemy's default 15 pooled connections.
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="persea-db")
-        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
-        # growing steps (1, 2, 5, 10 ms ...) before it retries: queueing every write on one
-        # thread is faster than letting threads collide. PostgreSQL takes them in parallel.
+        # SQLite has one writer at a time (and colliding writers sleep in growing steps):
+        # one writer thread. On PostgreSQL a few, so one batch gathers while another commits.
         sqlite = accounts.engine.dialect.name == "sqlite"
-        self._writer = ThreadPoolExecutor(max_workers=1 if sqlite else db_threads,
-                                          thread_name_prefix="persea-db-write")
+        self.writer = GroupWriter(lambda: self.accounts.engine, workers=1 if sqlite else db_threads)
         self._settling: set[asyncio.Task] = set()
 
     async def db(self, fn, *args, write: bool = False):
-        """Run a synchronous Accounts call on a pool (`write`: the writers' pool); its
-        refusals become API errors."""
-        pool = self._writer if write else self._pool
+        """Run a synchronous Accounts call on a pool (`write`: alone on the writer, between
+        batches); its refusals become API errors."""
+        if write:
+            return await self._answer(self.writer.call(fn, *args))
+        return await self._answer(
+            asyncio.get_running_loop().run_in_executor(self._pool, fn, *args))
+
+    async def write(self, make_op, *args, key: str, urgent: bool = True):
+        """Build an Accounts op (`make_op(*args)`: bad arguments are refused here) and await
+        it through the group-commit writer; `key` orders locks inside a batch (the org)."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+            op = make_op(*args)
         except AccountsError as err:
             raise api_error(err) from None
-        except sa.exc.DBAPIError as err:  # by type only: the text may hold the URL
-            log.error("accounts database failed: %s", type(err.orig).__name__)
+        return await self._answer(self.writer.run(op, urgent=urgent, key=key))
+
+    @staticmethod
+    async def _answer(awaitable):
+        try:
+            return await awaitable
+        except AccountsError as err:
+            raise api_error(err) from None
+        except (sa.exc.DBAPIError, WriterClosed) as err:  # by type only: text may hold the URL
+            log.error("accounts database failed: %s",
+                      type(getattr(err, "orig", None) or err).__name__)
             raise ApiError(503, "the accounts database is not answering; nothing was charged, "
                            "retry later", code="service_unavailable") from None
 
@@ -94,7 +111,7 @@ class Gateway:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._writer.shutdown(wait=True)
+        self.writer.close()  # applies what is still queued (lazy settles) first
 
     # -- before the model -------------------------------------------------------------
     async def authenticate(self, authorization: str | None) -> Caller:
@@ -178,8 +195,9 @@ class Gateway:
         tpm = await self._limit(caller, prepared.prompt_tokens + worst)
         request_id = f"{id_prefix}-{secrets.token_hex(12)}"
         try:
-            reservation = await self.db(self.accounts.reserve, caller, req.model,
-                                        prepared.prompt_tokens, worst, request_id, write=True)
+            reservation = await self.write(self.accounts.reserve_op, caller, req.model,
+                                           prepared.prompt_tokens, worst, request_id,
+                                           key=caller.org_id)
         except ApiError:
             if tpm is not None:  # refused (402): it will use none of the tokens it took
                 await self.limiter.refund(tpm)
@@ -219,39 +237,59 @@ class Gateway:
     def settle_soon(self, adm: Admission, prompt_tokens: int, completion_tokens: int) -> None:
         """Settle without holding up the answer: the exact counts are known, so the caller
         gets its response while the usage record is written (the reservation already holds
-        the worst case, so the budget can never be passed in between). Shutdown waits for
-        these (`drain`); a crash in between leaves the reservation for `reconcile`."""
+        the worst case, so the budget can never be passed in between). The settle is lazy:
+        it shares the commit of the next reserve, or commits on its own a few ms later.
+        Shutdown waits for these (`drain`, then the writer's close); a crash in between
+        leaves the reservation for `reconcile`."""
         task = asyncio.get_running_loop().create_task(
-            self.settle(adm, prompt_tokens, completion_tokens))
+            self.settle(adm, prompt_tokens, completion_tokens, urgent=False))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
-    async def settle(self, adm: Admission, prompt_tokens: int, completion_tokens: int) -> None:
+    async def settle(self, adm: Admission, prompt_tokens: int, completion_tokens: int, *,
+                     urgent: bool = True) -> None:
         if adm.done:
             return
         adm.done = True
         try:
-            await self.db(self.accounts.settle, adm.reservation, prompt_tokens,
-                          completion_tokens, write=True)
+            await self.write(self.accounts.settle_op, adm.reservation, prompt_tokens,
+                             completion_tokens, key=adm.caller.org_id, urgent=urgent)
         except Exception as err:  # noqa: BLE001 - the answer is given; reconcile frees it
             log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
             return
         await self._after(adm, prompt_tokens, completion_tokens)
 
     def settle_now(self, adm: Admission, prompt_tokens: int, completion_tokens: int) -> None:
-        """Synchronous settle for a stream being torn down (its task is cancelled)."""
+        """Settle for a stream being torn down (its task is cancelled, so nothing may be
+        awaited): queued on the writer at once, lazily; the writer applies it even if this
+        task is gone, and shutdown applies whatever is still queued."""
         if adm.done:
             return
         adm.done = True
         try:
-            self.accounts.settle(adm.reservation, prompt_tokens, completion_tokens)
+            future = self.writer.submit(
+                self.accounts.settle_op(adm.reservation, prompt_tokens, completion_tokens),
+                urgent=False, key=adm.caller.org_id)
         except Exception as err:  # noqa: BLE001
             log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
             return
-        self.metrics.charged(adm.model, prompt_tokens, completion_tokens)
-        if adm.tpm is not None:
-            asyncio.get_running_loop().create_task(self._refund(adm, prompt_tokens,
-                                                                completion_tokens))
+        loop = asyncio.get_running_loop()
+
+        def settled(fut) -> None:  # on the writer thread
+            if fut.exception() is not None:
+                log.error("settling %s failed: %s", adm.request_id,
+                          type(fut.exception()).__name__)
+                return
+            self.metrics.charged(adm.model, prompt_tokens, completion_tokens)
+            if adm.tpm is not None:
+                try:
+                    loop.call_soon_threadsafe(
+                        lambda: loop.create_task(self._refund(adm, prompt_tokens,
+                                                              completion_tokens)))
+                except RuntimeError:  # the loop is gone (shutdown): a lost refund only
+                    pass  # limits sooner
+
+        future.add_done_callback(settled)
 
     async def release(self, adm: Admission) -> None:
         if adm.done:
@@ -259,7 +297,8 @@ class Gateway:
         adm.done = True
         self.metrics.backend_errors.labels(adm.model).inc()
         try:
-            await self.db(self.accounts.release, adm.reservation, write=True)
+            await self.write(self.accounts.release_op, adm.reservation,
+                             key=adm.caller.org_id)
         except Exception as err:  # noqa: BLE001 - reconcile gives it back later
             log.error("releasing %s failed: %s", adm.request_id, type(err).__name__)
 

@@ -1,0 +1,229 @@
+"""Group commit for the gateway's account writes: many callers, one transaction, one commit.
+
+Every reserve, settle and release is a small function of a connection (`Accounts.*_op`).
+Callers hand them to `GroupWriter.submit`; a writer thread takes every op queued at that
+moment and applies them in ONE transaction, each inside its own SAVEPOINT, then commits once
+(one fsync on SQLite, one WAL flush on PostgreSQL) and only then resolves each caller's
+future. So:
+
+- each op keeps its own conditional statement and its own answer: a reserve that would pass
+  the budget fails alone (its savepoint is rolled back) while the others in the batch are
+  held; nothing is read and then written back, so two writers, or two gateways, can never
+  together pass a budget;
+- durability is unchanged: a caller hears "reserved" or "settled" only after the commit that
+  holds its op;
+- a failed commit (or a broken transaction) fails nothing it does not have to: the batch is
+  rolled back and every op is applied again alone, in its own transaction, so one bad op
+  cannot take the others down, and the thread lives on to serve the next batch.
+
+There is no timer on the critical path: an *urgent* op (someone awaits it: a reserve) starts
+a batch at once with whatever else is queued. A *lazy* op (nobody waits: the settle written
+after the answer was sent) waits up to `lazy_delay` for an urgent op to ride along with, so
+under sequential load a request's settle shares the next request's commit instead of costing
+a commit of its own.
+
+An op that must run in its own transaction (admin writes, reconcile) goes through
+`submit_call`: the writer runs it alone, between batches, so on SQLite it never competes for
+the write lock with a batch (colliding SQLite writers sleep in growing steps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import sqlalchemy as sa
+
+log = logging.getLogger("persea.serve")
+
+DEFAULT_LAZY_DELAY = 0.005  # seconds a settle may wait to share a commit (off the answer's path)
+DEFAULT_MAX_BATCH = 256
+
+
+@dataclass
+class _Op:
+    fn: Callable[..., Any]
+    future: Future
+    urgent: bool
+    key: str  # lock order inside a batch (the org): PostgreSQL batches never deadlock
+    alone: bool = False  # runs outside any batch, in its own transaction (fn takes no conn)
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+class WriterClosed(RuntimeError):
+    """An op was submitted after `close`."""
+
+
+class GroupWriter:
+    """`workers` threads applying queued ops to `engine` in batches (SQLite: 1, it takes
+    one writer at a time; PostgreSQL: a few, so one batch gathers while another commits).
+    `engine` may be a function that returns the engine, looked up for every batch (the
+    gateway passes its Accounts' current engine)."""
+
+    def __init__(self, engine: sa.Engine | Callable[[], sa.Engine], *, workers: int = 1,
+                 lazy_delay: float = DEFAULT_LAZY_DELAY, max_batch: int = DEFAULT_MAX_BATCH,
+                 start: bool = True):
+        self.engine = engine
+        self.lazy_delay = lazy_delay
+        self.max_batch = max_batch
+        self.batches = 0  # committed (or attempted) batches, for tests and diagnostics
+        self.ops = 0
+        self._queue: list[_Op] = []
+        self._urgent = 0  # urgent ops in the queue
+        self._cond = threading.Condition()
+        self._closing = False
+        self._threads = [threading.Thread(target=self._loop, name=f"persea-db-write-{i}",
+                                          daemon=True) for i in range(workers)]
+        if start:
+            self.start()
+
+    # -- the callers' side ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the threads (a writer made with `start=False` gathers ops until then: tests
+        use it to build one batch on purpose)."""
+        for t in self._threads:
+            if not t.is_alive():
+                t.start()
+
+    def submit(self, fn: Callable[[sa.Connection], Any], *, urgent: bool = True,
+               key: str = "") -> Future:
+        """Queue `fn(conn)` for the next batch; its future holds what it returned or
+        raised, set after the batch's commit."""
+        return self._put(_Op(fn, Future(), urgent, key))
+
+    def submit_call(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Queue `fn(*args)` to run alone on a writer thread, outside any batch (it opens
+        its own transaction)."""
+        return self._put(_Op(lambda: fn(*args), Future(), True, "", alone=True))
+
+    async def run(self, fn: Callable[[sa.Connection], Any], *, urgent: bool = True,
+                  key: str = "") -> Any:
+        return await asyncio.wrap_future(self.submit(fn, urgent=urgent, key=key))
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.wrap_future(self.submit_call(fn, *args))
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Apply everything still queued (lazy ops at once), then stop the threads."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        for t in self._threads:
+            if t.is_alive():
+                t.join(timeout)
+        with self._cond:  # never started: nothing will run these
+            left, self._queue = self._queue, []
+        for op in left:
+            op.future.set_exception(WriterClosed("the accounts writer was closed"))
+
+    def _put(self, op: _Op) -> Future:
+        with self._cond:
+            if self._closing:
+                raise WriterClosed("the accounts writer is closed")
+            self._queue.append(op)
+            if op.urgent:
+                self._urgent += 1
+            self._cond.notify()
+        return op.future
+
+    # -- the writer threads -----------------------------------------------------------
+
+    def _take(self) -> list[_Op] | None:
+        """The next batch: everything queued (up to max_batch, and up to the next op that
+        runs alone); None when closed and empty. Lazy-only queues wait for company."""
+        with self._cond:
+            while True:
+                if not self._queue:
+                    if self._closing:
+                        return None
+                    self._cond.wait()
+                    continue
+                if self._urgent or self._closing or len(self._queue) >= self.max_batch:
+                    break
+                wait = self._queue[0].queued_at + self.lazy_delay - time.monotonic()
+                if wait <= 0:
+                    break
+                self._cond.wait(wait)
+            if self._queue[0].alone:
+                batch = [self._queue.pop(0)]
+            else:
+                end = 0
+                while end < len(self._queue) and end < self.max_batch \
+                        and not self._queue[end].alone:
+                    end += 1
+                batch, self._queue = self._queue[:end], self._queue[end:]
+            self._urgent -= sum(op.urgent for op in batch)
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                if batch[0].alone:
+                    _resolve(batch[0], *_call(batch[0].fn))
+                else:
+                    self._apply(batch)
+            except BaseException as err:  # noqa: BLE001 - never let the thread die
+                log.error("accounts writer: a batch failed unexpectedly: %s",
+                          type(err).__name__)
+                for op in batch:
+                    if not op.future.done():
+                        op.future.set_exception(err)
+
+    def _apply(self, batch: list[_Op]) -> None:
+        """One transaction for the batch, a savepoint per op, one commit; on a failed
+        commit or a broken transaction, each op again alone."""
+        batch.sort(key=lambda op: op.key)  # same lock order in every batch
+        self.batches += 1
+        self.ops += len(batch)
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            engine = self.engine() if callable(self.engine) else self.engine
+            with engine.begin() as conn:
+                for op in batch:
+                    try:
+                        with conn.begin_nested():
+                            outcomes.append((True, op.fn(conn)))
+                    except Exception as err:  # noqa: BLE001 - this op's answer
+                        outcomes.append((False, err))
+        except Exception as err:  # noqa: BLE001 - nothing of this batch was committed
+            if len(batch) == 1 or _connection_lost(err):
+                for op in batch:
+                    _resolve(op, False, err)
+                return
+            log.warning("accounts writer: a batch of %d failed (%s); applying each alone",
+                        len(batch), type(err).__name__)
+            for op in batch:
+                self._apply([op])
+            return
+        for op, (ok, value) in zip(batch, outcomes):
+            _resolve(op, ok, value)
+
+
+def _call(fn: Callable[[], Any]) -> tuple[bool, Any]:
+    try:
+        return True, fn()
+    except Exception as err:  # noqa: BLE001 - the caller's answer
+        return False, err
+
+
+def _resolve(op: _Op, ok: bool, value: Any) -> None:
+    if op.future.done():
+        return
+    if ok:
+        op.future.set_result(value)
+    else:
+        op.future.set_exception(value)
+
+
+def _connection_lost(err: Exception) -> bool:
+    """The database went away: applying ops one by one would only fail each slowly."""
+    return isinstance(err, sa.exc.DBAPIError) and bool(err.connection_invalidated)
