@@ -273,23 +273,21 @@ class Gateway:
         except Exception as err:  # noqa: BLE001
             log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
             return
-        loop = asyncio.get_running_loop()
+        # A task of its own (this one is being torn down) waits for the commit; `drain`
+        # waits for it like for any other settle.
+        task = asyncio.get_running_loop().create_task(self._settled_later(
+            adm, asyncio.wrap_future(future), prompt_tokens, completion_tokens))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
-        def settled(fut) -> None:  # on the writer thread
-            if fut.exception() is not None:
-                log.error("settling %s failed: %s", adm.request_id,
-                          type(fut.exception()).__name__)
-                return
-            self.metrics.charged(adm.model, prompt_tokens, completion_tokens)
-            if adm.tpm is not None:
-                try:
-                    loop.call_soon_threadsafe(
-                        lambda: loop.create_task(self._refund(adm, prompt_tokens,
-                                                              completion_tokens)))
-                except RuntimeError:  # the loop is gone (shutdown): a lost refund only
-                    pass  # limits sooner
-
-        future.add_done_callback(settled)
+    async def _settled_later(self, adm: Admission, written, prompt_tokens: int,
+                             completion_tokens: int) -> None:
+        try:
+            await written
+        except Exception as err:  # noqa: BLE001 - reconcile frees it
+            log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
+            return
+        await self._after(adm, prompt_tokens, completion_tokens)
 
     async def release(self, adm: Admission) -> None:
         if adm.done:
