@@ -166,11 +166,14 @@ class Accounts(AccountAdmin):
             reservation = Reservation(new_id("res"), request_id, caller.org_id,
                                       caller.key_id, model, amount,
                                       now + self.reservation_ttl)
-            _ensure_balance(conn, caller.org_id, month)
-            held = conn.execute(
-                balances.update()
-                .where(balances.c.org_id == caller.org_id, balances.c.month == month, fits)
-                .values(reserved=balances.c.reserved + money(amount))).rowcount
+            hold = (balances.update()
+                    .where(balances.c.org_id == caller.org_id, balances.c.month == month,
+                           fits)
+                    .values(reserved=balances.c.reserved + money(amount)))
+            held = conn.execute(hold).rowcount
+            if held != 1:  # over budget, or the month's first request: no row yet (made
+                _ensure_balance(conn, caller.org_id, month)  # here, or by a racing replica)
+                held = conn.execute(hold).rowcount
             if held != 1:
                 left = _left_this_month(conn, caller.org_id, month)
                 raise BudgetExhausted(
@@ -178,13 +181,12 @@ class Accounts(AccountAdmin):
                     f"{money_json(left)} is left of this month's budget; lower max_tokens, "
                     "or raise the budget")
             try:
-                with conn.begin_nested():
-                    conn.execute(reservations.insert().values(
-                        id=reservation.id, request_id=request_id, org_id=caller.org_id,
-                        key_id=caller.key_id, model=model, month=month, amount=amount,
-                        input_per_mtok=price.input_per_mtok,
-                        output_per_mtok=price.output_per_mtok, state="held", created_at=now,
-                        expires_at=reservation.expires_at))
+                conn.execute(reservations.insert().values(
+                    id=reservation.id, request_id=request_id, org_id=caller.org_id,
+                    key_id=caller.key_id, model=model, month=month, amount=amount,
+                    input_per_mtok=price.input_per_mtok,
+                    output_per_mtok=price.output_per_mtok, state="held", created_at=now,
+                    expires_at=reservation.expires_at))
             except sa.exc.IntegrityError:
                 # the hold above is undone with the caller's transaction or savepoint
                 raise AccountsError(f"request id {request_id!r} was already used",
@@ -199,13 +201,7 @@ class Accounts(AccountAdmin):
         _check_tokens(prompt_tokens, completion_tokens)
 
         def op(conn: sa.Connection) -> UsageRecord:
-            try:
-                with conn.begin_nested():
-                    return self._settle_in(conn, reservation, prompt_tokens,
-                                           completion_tokens)
-            except sa.exc.IntegrityError:
-                # another process recorded this request first: theirs is the one record
-                return _usage_by_request(conn, reservation.request_id)
+            return self._settle_in(conn, reservation, prompt_tokens, completion_tokens)
 
         return op
 
@@ -231,9 +227,11 @@ class Accounts(AccountAdmin):
                              row.model, row.month, prompt_tokens, completion_tokens,
                              input_cost, output_cost, input_cost + output_cost,
                              self.clock())
-        conn.execute(usage_records.insert().values(
+        recorded = conn.execute(_insert(conn, usage_records).values(
             **record.__dict__, input_per_mtok=row.input_per_mtok,
-            output_per_mtok=row.output_per_mtok))
+            output_per_mtok=row.output_per_mtok).on_conflict_do_nothing()).rowcount
+        if not recorded:  # another process recorded this request first: theirs is the one
+            return _usage_by_request(conn, row.request_id)
         conn.execute(reservations.update().where(reservations.c.id == row.id)
                      .values(state="settled"))
         give_back = row.amount if row.state == "held" else Decimal(0)
@@ -301,14 +299,19 @@ def _check_tokens(*counts: int) -> None:
         raise AccountsError(f"token counts must be whole numbers from 0 to {MAX_TOKENS:,}")
 
 
-def _ensure_balance(conn: sa.Connection, org_id: str, month: str) -> None:
-    """Create the org's balance row for `month` unless it is there (racing creators agree)."""
+def _insert(conn: sa.Connection, table: sa.Table):
+    """An INSERT that can say ON CONFLICT DO NOTHING (both dialects have one)."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    conn.execute(insert(balances).values(org_id=org_id, month=month, spent=Decimal(0),
-                                         reserved=Decimal(0)).on_conflict_do_nothing())
+    return insert(table)
+
+
+def _ensure_balance(conn: sa.Connection, org_id: str, month: str) -> None:
+    """Create the org's balance row for `month` unless it is there (racing creators agree)."""
+    conn.execute(_insert(conn, balances).values(org_id=org_id, month=month, spent=Decimal(0),
+                                                reserved=Decimal(0)).on_conflict_do_nothing())
 
 
 def _left_this_month(conn: sa.Connection, org_id: str, month: str) -> Decimal:
