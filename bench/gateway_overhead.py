@@ -108,19 +108,14 @@ class MemoryWriter:
 
 def serve_gateway(port: int, db_url: str, upstream: str, variant: str) -> None:
     import uvicorn
-    from sqlalchemy import event
-
     from persea.db import make_engine
     from persea.serve.accounts import Accounts
     from persea.serve.app import create_app
     from persea.serve.backends.upstream import UpstreamBackend
 
-    engine = make_engine(db_url)
     if variant == "normal":  # fsync at checkpoints only: safe from a killed process, not
-        @event.listens_for(engine, "connect")  # from a power cut
-        def _normal(dbapi_conn, _record):
-            dbapi_conn.execute("PRAGMA synchronous=NORMAL")
-    accounts = Accounts(engine)
+        db_url += "?synchronous=normal"  # from a power cut (persea.db.make_engine)
+    accounts = Accounts(make_engine(db_url))
     if variant == "memory":
         accounts = MemoryAccounts(accounts)
     app = create_app(accounts, {"stub": UpstreamBackend("stub", upstream)})

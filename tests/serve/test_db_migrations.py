@@ -101,3 +101,17 @@ def test_sqlite_uses_wal_and_a_busy_timeout(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
     engine.dispose()
+
+
+def test_sqlite_commits_wait_for_fsync_unless_the_url_says_otherwise(tmp_path):
+    """FULL (2) by default; `?synchronous=normal` (1) only when asked for; anything else is
+    refused by name."""
+    from persea.errors import PerseaError
+
+    for query, expected in (("", 2), ("?synchronous=full", 2), ("?synchronous=normal", 1)):
+        engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}{query}")
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == expected
+        engine.dispose()
+    with pytest.raises(PerseaError, match="synchronous='off'"):
+        make_engine(f"sqlite:///{tmp_path / 'x.db'}?synchronous=off")

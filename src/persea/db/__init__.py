@@ -46,16 +46,32 @@ def resolve_url(db: str | None = None, project: "str | Path | None" = None) -> s
     return url.render_as_string(hide_password=False)
 
 
+SQLITE_SYNCHRONOUS = ("full", "normal")
+
+
 def make_engine(url: str, **kwargs) -> sa.Engine:
     """An engine for `url`, set up for many threads: WAL, busy timeout and immediate
-    write transactions on SQLite; pre-ping on PostgreSQL."""
+    write transactions on SQLite; pre-ping on PostgreSQL.
+
+    SQLite commits are durable against a power cut by default (`synchronous=FULL`: every
+    commit waits for an fsync). `?synchronous=normal` on the URL is the explicit, weaker
+    choice: under WAL a commit then survives a killed process but the last transactions
+    can be lost on a power cut or OS crash (fsync only at checkpoints); see docs/billing.md
+    before using it for money."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
         return sa.create_engine(url, **kwargs)
+    synchronous = parsed.query.get("synchronous", "full")
+    if synchronous not in SQLITE_SYNCHRONOUS:
+        from persea.errors import PerseaError
+
+        raise PerseaError(f"database URL: synchronous={synchronous!r}; expected one of "
+                          f"{', '.join(SQLITE_SYNCHRONOUS)}")
+    parsed = parsed.difference_update_query(["synchronous"])
     kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_S,
                                        "check_same_thread": False})
-    engine = sa.create_engine(url, **kwargs)
+    engine = sa.create_engine(parsed, **kwargs)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
@@ -65,6 +81,7 @@ def make_engine(url: str, **kwargs) -> sa.Engine:
             cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cur.close()
 
     @event.listens_for(engine, "begin")
