@@ -22,10 +22,11 @@ from typing import Callable, TypeVar
 import sqlalchemy as sa
 
 from persea.db import READ_ONLY, make_engine
-from persea.db.schema import api_keys, balances, orgs, plans, reservations, usage_records
+from persea.db.schema import api_keys, balances, orgs, plans, reservations
+from persea.serve import ledger
 from persea.serve.account_types import (AccountsError, BudgetExhausted, Caller, InvalidKey,
                                         ModelNotAllowed, PlanTerms, Reservation, UsageRecord,
-                                        hash_key, load_plan, money, new_id, utcnow)
+                                        hash_key, load_plan, new_id, utcnow)
 from persea.serve.admin import AccountAdmin
 from persea.serve.money import Price, money_json, month_of
 
@@ -158,22 +159,14 @@ class Accounts(AccountAdmin):
         def op(conn: sa.Connection) -> Reservation:
             now = self.clock()
             month = month_of(now)
-            budget = (sa.select(plans.c.monthly_budget)
-                      .join(orgs, orgs.c.plan_id == plans.c.id)
-                      .where(orgs.c.id == caller.org_id).scalar_subquery())
-            fits = sa.or_(budget.is_(None),
-                          balances.c.spent + balances.c.reserved + money(amount) <= budget)
             reservation = Reservation(new_id("res"), request_id, caller.org_id,
                                       caller.key_id, model, amount,
                                       now + self.reservation_ttl)
-            hold = (balances.update()
-                    .where(balances.c.org_id == caller.org_id, balances.c.month == month,
-                           fits)
-                    .values(reserved=balances.c.reserved + money(amount)))
-            held = conn.execute(hold).rowcount
+            hold = {"b_org": caller.org_id, "b_month": month, "amount": amount}
+            held = conn.execute(ledger.HOLD, hold).rowcount
             if held != 1:  # over budget, or the month's first request: no row yet (made
                 _ensure_balance(conn, caller.org_id, month)  # here, or by a racing replica)
-                held = conn.execute(hold).rowcount
+                held = conn.execute(ledger.HOLD, hold).rowcount
             if held != 1:
                 left = _left_this_month(conn, caller.org_id, month)
                 raise BudgetExhausted(
@@ -181,7 +174,7 @@ class Accounts(AccountAdmin):
                     f"{money_json(left)} is left of this month's budget; lower max_tokens, "
                     "or raise the budget")
             try:
-                conn.execute(reservations.insert().values(
+                conn.execute(ledger.INSERT_RESERVATION, dict(
                     id=reservation.id, request_id=request_id, org_id=caller.org_id,
                     key_id=caller.key_id, model=model, month=month, amount=amount,
                     input_per_mtok=price.input_per_mtok,
@@ -207,9 +200,7 @@ class Accounts(AccountAdmin):
 
     def _settle_in(self, conn: sa.Connection, reservation: Reservation, prompt_tokens: int,
                    completion_tokens: int) -> UsageRecord:
-        row = conn.execute(sa.select(reservations)
-                           .where(reservations.c.id == reservation.id)
-                           .with_for_update()).first()
+        row = conn.execute(ledger.LOCK_RESERVATION, {"b_id": reservation.id}).first()
         if row is None:  # purged long after it was settled, or never made
             done = _usage_by_request(conn, reservation.request_id, missing_ok=True)
             if done is None:
@@ -227,19 +218,16 @@ class Accounts(AccountAdmin):
                              row.model, row.month, prompt_tokens, completion_tokens,
                              input_cost, output_cost, input_cost + output_cost,
                              self.clock())
-        recorded = conn.execute(_insert(conn, usage_records).values(
+        recorded = conn.execute(ledger.insert_usage(conn), dict(
             **record.__dict__, input_per_mtok=row.input_per_mtok,
-            output_per_mtok=row.output_per_mtok).on_conflict_do_nothing()).rowcount
+            output_per_mtok=row.output_per_mtok)).rowcount
         if not recorded:  # another process recorded this request first: theirs is the one
             return _usage_by_request(conn, row.request_id)
-        conn.execute(reservations.update().where(reservations.c.id == row.id)
-                     .values(state="settled"))
-        give_back = row.amount if row.state == "held" else Decimal(0)
-        conn.execute(
-            balances.update()
-            .where(balances.c.org_id == row.org_id, balances.c.month == row.month)
-            .values(spent=balances.c.spent + money(record.cost),
-                    reserved=balances.c.reserved - money(give_back)))
+        conn.execute(ledger.MOVE_RESERVATION,
+                     {"b_id": row.id, "b_state": row.state, "state": "settled"})
+        conn.execute(ledger.CHARGE, {"b_org": row.org_id, "b_month": row.month,
+                                     "cost": record.cost,
+                                     "held": row.amount if row.state == "held" else Decimal(0)})
         return record
 
     def release_op(self, reservation: Reservation) -> Callable[[sa.Connection], None]:
@@ -247,10 +235,8 @@ class Accounts(AccountAdmin):
 
         def op(conn: sa.Connection) -> None:
             for state in ("held", "expired"):
-                done = conn.execute(
-                    reservations.update()
-                    .where(reservations.c.id == reservation.id, reservations.c.state == state)
-                    .values(state="released")).rowcount
+                done = conn.execute(ledger.MOVE_RESERVATION, {
+                    "b_id": reservation.id, "b_state": state, "state": "released"}).rowcount
                 if done and state == "held":
                     _unhold(conn, reservation.org_id, reservation.id)
                 if done:
@@ -326,15 +312,12 @@ def _unhold(conn: sa.Connection, org_id: str, res_id: str) -> None:
     """Give back the money a reservation held in its month's balance row."""
     row = conn.execute(sa.select(reservations.c.amount, reservations.c.month)
                        .where(reservations.c.id == res_id)).one()
-    conn.execute(balances.update()
-                 .where(balances.c.org_id == org_id, balances.c.month == row.month)
-                 .values(reserved=balances.c.reserved - money(row.amount)))
+    conn.execute(ledger.UNHOLD, {"b_org": org_id, "b_month": row.month, "amount": row.amount})
 
 
 def _usage_by_request(conn: sa.Connection, request_id: str,
                       missing_ok: bool = False) -> UsageRecord | None:
-    row = conn.execute(sa.select(usage_records)
-                       .where(usage_records.c.request_id == request_id)).first()
+    row = conn.execute(ledger.USAGE_BY_REQUEST, {"b_request": request_id}).first()
     if row is None and missing_ok:
         return None
     if row is None:  # pragma: no cover - a settled reservation always has its record

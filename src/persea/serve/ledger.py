@@ -1,0 +1,69 @@
+"""The request path's SQL (reserve, settle, release), built once with bound parameters.
+
+Building a SQLAlchemy statement (`.where(...)`, `.values(...)`, coercing each literal) and
+computing its cache key costs about 0.35 ms per statement on this project's machines;
+executing one built here with new parameters costs about 0.025 ms. Every request makes
+about eight of them, all on the writer thread, so this is what bounds throughput once the
+commits are grouped. Each statement keeps the meaning it had inline: the hold is still one
+conditional UPDATE that reads the budget inside itself.
+
+Bound names that equal a column name are reserved by SQLAlchemy in UPDATE statements, so
+the WHERE parameters here are prefixed `b_`.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from persea.db.schema import balances, orgs, plans, reservations, usage_records
+from persea.db.types import Money
+
+_amount = sa.bindparam("amount", type_=Money())
+_budget = (sa.select(plans.c.monthly_budget).join(orgs, orgs.c.plan_id == plans.c.id)
+           .where(orgs.c.id == sa.bindparam("b_org")).scalar_subquery())
+_this_balance = (balances.c.org_id == sa.bindparam("b_org"),
+                 balances.c.month == sa.bindparam("b_month"))
+
+# Hold :amount against the org's budget in :b_month: one row when it fits, none otherwise
+# (or when the month has no balance row yet). Params: b_org, b_month, amount.
+HOLD = (balances.update()
+        .where(*_this_balance,
+               sa.or_(_budget.is_(None),
+                      balances.c.spent + balances.c.reserved + _amount <= _budget))
+        .values(reserved=balances.c.reserved + _amount))
+
+# Charge a settled request and give back what it held. Params: b_org, b_month, cost, held.
+CHARGE = (balances.update().where(*_this_balance)
+          .values(spent=balances.c.spent + sa.bindparam("cost", type_=Money()),
+                  reserved=balances.c.reserved - sa.bindparam("held", type_=Money())))
+
+# Give back what a reservation held. Params: b_org, b_month, amount.
+UNHOLD = balances.update().where(*_this_balance).values(reserved=balances.c.reserved - _amount)
+
+# Params: the reservations columns.
+INSERT_RESERVATION = reservations.insert()
+
+# The reservation, locked until the transaction ends (PostgreSQL; SQLite holds the whole
+# database). Params: b_id.
+LOCK_RESERVATION = (sa.select(reservations).where(reservations.c.id == sa.bindparam("b_id"))
+                    .with_for_update())
+
+# Move a reservation from :b_state to :state; a row only when it was in :b_state.
+# Params: b_id, b_state, state.
+MOVE_RESERVATION = (reservations.update()
+                    .where(reservations.c.id == sa.bindparam("b_id"),
+                           reservations.c.state == sa.bindparam("b_state")))
+
+# The usage record of one request. Params: b_request.
+USAGE_BY_REQUEST = sa.select(usage_records).where(
+    usage_records.c.request_id == sa.bindparam("b_request"))
+
+# Record a usage row unless its request id is already recorded (no row then: another
+# process recorded it first). Params: the usage_records columns.
+_INSERT_USAGE = {"postgresql": postgresql.insert(usage_records).on_conflict_do_nothing(),
+                 "sqlite": sqlite.insert(usage_records).on_conflict_do_nothing()}
+
+
+def insert_usage(conn: sa.Connection) -> sa.Insert:
+    return _INSERT_USAGE[conn.dialect.name]
