@@ -45,7 +45,7 @@ def _outcome(future):
 def test_a_batch_gives_each_reserve_its_own_answer(accounts, caller):
     """12 reserves in one batch against a budget with room for 0.01: the ones that fit are
     held, the ones that would pass the budget fail alone, the total never passes it."""
-    writer = GroupWriter(accounts.engine, start=False)
+    writer = GroupWriter(accounts.engine, refusals=(AccountsError,), start=False)
     sizes = [3000, 4000, 5000, 2000, 1000, 1000, 500, 4000, 500, 1, 1, 100]
     futures = [writer.submit(accounts.reserve_op(caller, "m", 0, n, f"r{i}"), key="acme")
                for i, n in enumerate(sizes)]
@@ -66,7 +66,7 @@ def test_a_batch_gives_each_reserve_its_own_answer(accounts, caller):
 def test_a_batch_mixes_settles_releases_and_refusals(accounts, caller):
     first = accounts.reserve(caller, "m", 0, 4000, "first")
     second = accounts.reserve(caller, "m", 0, 4000, "second")
-    writer = GroupWriter(accounts.engine, start=False)
+    writer = GroupWriter(accounts.engine, refusals=(AccountsError,), start=False)
     settled = writer.submit(accounts.settle_op(first, 0, 1000), urgent=False)
     again = writer.submit(accounts.settle_op(first, 0, 1000))  # idempotent inside a batch
     released = writer.submit(accounts.release_op(second))
@@ -86,9 +86,10 @@ def test_a_batch_mixes_settles_releases_and_refusals(accounts, caller):
 
 
 def test_an_op_that_crashes_fails_alone(accounts, caller):
-    """A bug inside one op rolls back its savepoint only: the others in its batch are
-    committed and the writer goes on with the next batch."""
-    writer = GroupWriter(accounts.engine, start=False)
+    """A bug inside one op (after it wrote) rolls its batch back; every op is applied again
+    alone, so only the buggy one fails and nothing it wrote stays; the others are committed
+    and the writer goes on with the next batch."""
+    writer = GroupWriter(accounts.engine, refusals=(AccountsError,), start=False)
 
     def crash(conn):
         accounts.reserve_op(caller, "m", 0, 1000, "crash")(conn)  # writes, then fails
@@ -113,7 +114,7 @@ def test_a_failed_commit_loses_no_committed_work_and_the_writer_lives(accounts, 
     """The commit of one batch fails every time: its callers get the error (after each op
     was tried alone, in vain), nothing of it is stored, the batch committed before it stays,
     and the next batch commits."""
-    writer = GroupWriter(accounts.engine)
+    writer = GroupWriter(accounts.engine, refusals=(AccountsError,))
     kept = writer.submit(accounts.reserve_op(caller, "m", 0, 1000, "kept")).result(30)
     broken = threading.Event()
 
@@ -124,7 +125,7 @@ def test_a_failed_commit_loses_no_committed_work_and_the_writer_lives(accounts, 
 
     broken.set()
     writer.close()
-    writer = GroupWriter(accounts.engine, start=False)
+    writer = GroupWriter(accounts.engine, refusals=(AccountsError,), start=False)
     lost = [writer.submit(accounts.reserve_op(caller, "m", 0, 1000, f"lost{i}"))
             for i in range(3)]
     writer.start()
@@ -140,7 +141,7 @@ def test_a_failed_commit_loses_no_committed_work_and_the_writer_lives(accounts, 
 
 def test_lazy_ops_wait_for_company_and_close_applies_them(accounts, caller):
     res = accounts.reserve(caller, "m", 0, 1000, "r")
-    writer = GroupWriter(accounts.engine, lazy_delay=60.0)
+    writer = GroupWriter(accounts.engine, refusals=(AccountsError,), lazy_delay=60.0)
     lazy = writer.submit(accounts.settle_op(res, 0, 10), urgent=False)
     urgent = writer.submit(accounts.reserve_op(caller, "m", 0, 1000, "next"))
     urgent.result(30)
@@ -157,7 +158,7 @@ def test_two_writers_on_two_replicas_never_pass_the_budget(accounts, caller, mig
     """Two gateways (two Accounts, two writers) reserve the same org's budget at once: the
     conditional UPDATE inside each op keeps the total within it."""
     replica = Accounts(migrated_url, clock=accounts.clock)
-    writers = [GroupWriter(accounts.engine), GroupWriter(replica.engine)]
+    writers = [GroupWriter(acc.engine, refusals=(AccountsError,)) for acc in (accounts, replica)]
 
     def worker(t: int) -> int:
         futures = [writers[t % 2].submit(accounts.reserve_op(caller, "m", 0, 1000,
@@ -210,3 +211,27 @@ def test_many_concurrent_requests_through_the_gateway_are_metered_once(migrated_
         assert env.gateway.writer.ops >= len(answered)
     finally:
         stop_env(env, stub_server)
+
+
+def test_a_settle_finds_a_record_another_process_wrote_first(accounts, caller):
+    """The usage record's unique request id is the last line of defence: when another
+    process recorded this request first, settle returns that record, charges nothing and
+    leaves the batch usable (ON CONFLICT DO NOTHING, no database error)."""
+    res = accounts.reserve(caller, "m", 0, 1000, "raced")
+    theirs = accounts.settle(accounts.reserve(caller, "m", 0, 1000, "model"), 0, 7)
+    with accounts.engine.begin() as conn:  # as if another gateway had just recorded "raced"
+        conn.execute(usage_records.insert().values(
+            {**{c: getattr(theirs, c) for c in theirs.__dataclass_fields__},
+             "id": "use_theirs", "request_id": "raced",
+             "input_per_mtok": Decimal("0.2"), "output_per_mtok": Decimal("1")}))
+    writer = GroupWriter(accounts.engine, refusals=(AccountsError,), start=False)
+    settled = writer.submit(accounts.settle_op(res, 0, 500))
+    after = writer.submit(accounts.reserve_op(caller, "m", 0, 1000, "after"))
+    writer.start()
+    assert settled.result(30).id == "use_theirs"
+    assert after.result(30).request_id == "after"
+    writer.close()
+    assert writer.batches == 1
+    spent, held = accounts.balance(caller.org_id)
+    assert spent == Decimal("0.000007")  # only "model" was charged through settle
+    assert held == Decimal("0.002")  # "raced" still held (its own record was not written)

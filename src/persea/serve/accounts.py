@@ -142,10 +142,13 @@ class Accounts(AccountAdmin):
     # -- the same, as ops for a group commit (persea.serve.writer) --------------------
     # Each checks its arguments at once (a bad one raises here, before anything is queued)
     # and returns a function of a connection that does the whole write inside whatever
-    # transaction it is given: alone above, or in a batch with many others, each in its
-    # own savepoint. None of them reads a value to write it back: every change is a
-    # conditional UPDATE or an INSERT the database checks, so batches and replicas can run
-    # side by side.
+    # transaction it is given: alone above, or in a batch with many others. The contract
+    # the writer relies on: an op either does its whole write, or raises AccountsError
+    # having left nothing behind (refusals are found before writing, or undone in the
+    # same transaction), and never raises a database error for a refusal (conflicts are
+    # ON CONFLICT DO NOTHING). None of them reads a value to write it back: every change is
+    # a conditional UPDATE or an INSERT the database checks, so batches and replicas can
+    # run side by side.
 
     def reserve_op(self, caller: Caller, model: str, prompt_tokens: int, max_tokens: int,
                    request_id: str) -> Callable[[sa.Connection], Reservation]:
@@ -173,17 +176,15 @@ class Accounts(AccountAdmin):
                     f"this request could cost up to {money_json(amount)} and "
                     f"{money_json(left)} is left of this month's budget; lower max_tokens, "
                     "or raise the budget")
-            try:
-                conn.execute(ledger.INSERT_RESERVATION, dict(
-                    id=reservation.id, request_id=request_id, org_id=caller.org_id,
-                    key_id=caller.key_id, model=model, month=month, amount=amount,
-                    input_per_mtok=price.input_per_mtok,
-                    output_per_mtok=price.output_per_mtok, state="held", created_at=now,
-                    expires_at=reservation.expires_at))
-            except sa.exc.IntegrityError:
-                # the hold above is undone with the caller's transaction or savepoint
+            made = conn.execute(ledger.insert_reservation(conn), dict(
+                id=reservation.id, request_id=request_id, org_id=caller.org_id,
+                key_id=caller.key_id, model=model, month=month, amount=amount,
+                input_per_mtok=price.input_per_mtok, output_per_mtok=price.output_per_mtok,
+                state="held", created_at=now, expires_at=reservation.expires_at)).first()
+            if made is None:  # undo the hold in this same transaction: a refusal leaves no trace
+                conn.execute(ledger.UNHOLD, hold)
                 raise AccountsError(f"request id {request_id!r} was already used",
-                                    409, "duplicate_request_id") from None
+                                    409, "duplicate_request_id")
             return reservation
 
         return op
@@ -220,8 +221,8 @@ class Accounts(AccountAdmin):
                              self.clock())
         recorded = conn.execute(ledger.insert_usage(conn), dict(
             **record.__dict__, input_per_mtok=row.input_per_mtok,
-            output_per_mtok=row.output_per_mtok)).rowcount
-        if not recorded:  # another process recorded this request first: theirs is the one
+            output_per_mtok=row.output_per_mtok)).first()
+        if recorded is None:  # another process recorded this request first: theirs is the one
             return _usage_by_request(conn, row.request_id)
         conn.execute(ledger.MOVE_RESERVATION,
                      {"b_id": row.id, "b_state": row.state, "state": "settled"})

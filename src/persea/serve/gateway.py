@@ -72,7 +72,9 @@ class Gateway:
         # SQLite has one writer at a time (and colliding writers sleep in growing steps):
         # one writer thread. On PostgreSQL a few, so one batch gathers while another commits.
         sqlite = accounts.engine.dialect.name == "sqlite"
-        self.writer = GroupWriter(lambda: self.accounts.engine, workers=1 if sqlite else db_threads)
+        self.writer = GroupWriter(lambda: self.accounts.engine,
+                                  workers=1 if sqlite else db_threads,
+                                  refusals=(AccountsError,))
         self._settling: set[asyncio.Task] = set()
 
     async def db(self, fn, *args, write: bool = False):

@@ -41,8 +41,6 @@ CHARGE = (balances.update().where(*_this_balance)
 # Give back what a reservation held. Params: b_org, b_month, amount.
 UNHOLD = balances.update().where(*_this_balance).values(reserved=balances.c.reserved - _amount)
 
-# Params: the reservations columns.
-INSERT_RESERVATION = reservations.insert()
 
 # The reservation, locked until the transaction ends (PostgreSQL; SQLite holds the whole
 # database). Params: b_id.
@@ -59,11 +57,19 @@ MOVE_RESERVATION = (reservations.update()
 USAGE_BY_REQUEST = sa.select(usage_records).where(
     usage_records.c.request_id == sa.bindparam("b_request"))
 
-# Record a usage row unless its request id is already recorded (no row then: another
-# process recorded it first). Params: the usage_records columns.
-_INSERT_USAGE = {"postgresql": postgresql.insert(usage_records).on_conflict_do_nothing(),
-                 "sqlite": sqlite.insert(usage_records).on_conflict_do_nothing()}
+# Insert a row unless its request id (or id) is there already: no error then, so a refusal
+# leaves the transaction usable, and no row RETURNED (rowcount cannot tell: psycopg reports
+# -1 for these). Params: the table's columns.
+_INSERT_NEW = {(dialect.__name__.rpartition(".")[2], table.name):
+               dialect.insert(table).on_conflict_do_nothing().returning(table.c.id)
+               for dialect in (postgresql, sqlite) for table in (reservations, usage_records)}
+
+
+def insert_reservation(conn: sa.Connection) -> sa.Insert:
+    """A reservation, unless its request id was already used."""
+    return _INSERT_NEW[conn.dialect.name, "reservations"]
 
 
 def insert_usage(conn: sa.Connection) -> sa.Insert:
-    return _INSERT_USAGE[conn.dialect.name]
+    """A usage record, unless another process recorded this request first."""
+    return _INSERT_NEW[conn.dialect.name, "usage_records"]
