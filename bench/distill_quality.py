@@ -1,6 +1,7 @@
 """Does the multi-teacher student beat every teacher? Per-skill exact match, side by side.
 
-    .venv/bin/python bench/distill_quality.py [--per-skill 400] [--steps 1500] [--eval 100]
+    .venv/bin/python bench/distill_quality.py [--per-skill 1500] [--steps 4000] [--eval 200]
+                                              [--jobs 2] [--out DIR]
 
 One run: harvests the three built-in teachers on toy-world train prompts, then trains one
 student per row from the same seed and the same number of steps (so the same number of
@@ -8,9 +9,16 @@ training tokens per step), and scores every row on the test split:
 
 - each teacher;
 - SFT only: the student on every teacher's responses, cross-entropy only, no weighting;
-- one student per single teacher (CE + cross-tokenizer KD on that teacher alone);
+- one student per single teacher (CE + cross-tokenizer KD on its verified answers alone);
 - multi-teacher variants: verified + CE only (sequence-level), verified + KD, verified + KD +
-  ALM, best_teacher + KD, confidence + KD.
+  ALM, best_teacher + KD, confidence + KD, and verified + KD with the teachers' distributions
+  averaged or one teacher selected per token (the harvest cross-scores every teacher on the
+  others' responses for these).
+
+Students train `--jobs` at a time, each in its own process on one thread (two processes of
+two threads each on two cores spend their time waiting on each other). Each student's
+scores are written to `results/` as it finishes; with `--out DIR` the project is kept there
+and a second run resumes: the harvest, every finished student and every score are reused.
 
 It ends with one line per target of the issue, each with its verdict.
 """
@@ -18,8 +26,12 @@ It ends with one line per target of the issue, each with its verdict.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -34,54 +46,109 @@ VARIANTS: dict[str, dict] = {
                                        "loss": {"kd": "xtok", "alm_weight": 0.5}},
     "multi: best_teacher, CE + KD": {"weighting": ["best_teacher"], "loss": {"kd": "xtok"}},
     "multi: confidence, CE + KD": {"weighting": ["confidence"], "loss": {"kd": "xtok"}},
+    "multi: verified, CE + KD, teachers averaged": {
+        "weighting": ["verified"], "loss": {"kd": "xtok", "combine": "average"}},
+    "multi: verified, CE + KD, one teacher per token": {
+        "weighting": ["verified"], "loss": {"kd": "xtok", "combine": "select"}},
 }
+
+
+def slug(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+def variants_of(base: dict) -> dict[str, dict]:
+    variants = dict(VARIANTS)
+    for t in base["teachers"]:
+        variants[f"single teacher: {t['name']}"] = {
+            "teachers": [t["name"]], "weighting": ["verified"], "loss": {"kd": "xtok"}}
+    return variants
+
+
+def write_project(root: Path, base: dict, name: str | None, distill: dict | None,
+                  steps: int) -> Path:
+    """The base project, or one variant's copy of it (its own file and run directory)."""
+    data = dict(base)
+    file = root / "persea.yaml"
+    if distill is not None:
+        data["distill"] = {**base["distill"], "steps": steps, "checkpoint_every": 500,
+                           "out": f"runs/{slug(name)}", **distill}
+        file = root / f"variant-{slug(name)}.yaml"
+    file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return file
+
+
+def train_and_score(file: Path, name: str, per_eval: int, out: Path) -> None:
+    """Child process: one student, trained (or resumed) and scored on the test split."""
+    import torch
+
+    from persea.distill.run import run_distill
+    from persea.evaluate.skills import skill_accuracy
+    from persea.models import load_hf_dir
+    from persea.project import load_project
+
+    torch.set_num_threads(1)
+    result = run_distill(load_project(file))
+    student = load_hf_dir(name, result.student_dir)
+    acc = skill_accuracy(student, per_skill=per_eval)
+    out.write_text(json.dumps({"name": name, "acc": acc, "params": result.params}))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--per-skill", type=int, default=400, help="harvest prompts per skill")
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--eval", type=int, default=100, help="test items per skill")
+    ap.add_argument("--per-skill", type=int, default=1500, help="harvest prompts per skill")
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--eval", type=int, default=200, help="test items per skill")
+    ap.add_argument("--jobs", type=int, default=2, help="students trained at once")
     ap.add_argument("--out", type=Path, default=None, help="keep the project here")
+    ap.add_argument("--child", nargs=3, metavar=("FILE", "NAME", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        train_and_score(Path(args.child[0]), args.child[1], args.eval, Path(args.child[2]))
+        return 0
 
-    from persea.distill.run import run_distill
     from persea.evaluate.skills import skill_accuracy
     from persea.harvest import run_harvest
-    from persea.models import load_hf_dir, load_teacher
+    from persea.models import load_teacher
     from persea.project import load_project
     from persea.toyworld import SKILLS
 
-    root = args.out or Path(tempfile.mkdtemp(prefix="persea-quality-"))
-    root.mkdir(parents=True, exist_ok=True)
+    root = (args.out or Path(tempfile.mkdtemp(prefix="persea-quality-"))).resolve()
+    (root / "results").mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load(EXAMPLE_PROJECT.format(name="quality"))
     base["prompts"]["toyworld"]["per_skill"] = args.per_skill
-    teachers = [t["name"] for t in base["teachers"]]
-    variants = dict(VARIANTS)
-    for t in teachers:
-        variants[f"single teacher: {t}"] = {"teachers": [t], "weighting": ["uniform"],
-                                            "loss": {"kd": "xtok"}}
-
-    def project(distill: dict | None = None):
-        data = dict(base)
-        if distill is not None:
-            data["distill"] = {"steps": args.steps, "batch_size": 32, "checkpoint_every": 500,
-                               "out": f"runs/{abs(hash(str(distill))) % 10**8}", **distill}
-        (root / "persea.yaml").write_text(yaml.safe_dump(data))
-        return load_project(root)
-
-    proj = project()
+    base["harvest"]["cross_score"] = True
+    variants = variants_of(base)
+    print(f"project: {root}", flush=True)
+    proj = load_project(write_project(root, base, None, None, args.steps))
     run_harvest(proj)
-    rows: list[tuple[str, dict, int | None]] = []
+
+    rows: list[tuple[str, dict, int]] = []
     for spec in proj.spec.teachers:
-        model = load_teacher(spec, proj)
-        params = sum(p.numel() for p in model.model.parameters())
-        rows.append((f"teacher: {spec.name}", skill_accuracy(model, per_skill=args.eval), params))
-    for name, distill in variants.items():
-        print(f"training: {name}", flush=True)
-        result = run_distill(project(distill))
-        student = load_hf_dir(name, result.student_dir)
-        rows.append((name, skill_accuracy(student, per_skill=args.eval), result.params))
+        done = root / "results" / f"teacher-{spec.name}.json"
+        if not done.is_file():
+            model = load_teacher(spec, proj)
+            params = sum(p.numel() for p in model.model.parameters())
+            done.write_text(json.dumps({"acc": skill_accuracy(model, per_skill=args.eval),
+                                        "params": params}))
+        r = json.loads(done.read_text())
+        rows.append((f"teacher: {spec.name}", r["acc"], r["params"]))
+
+    def student(name: str) -> dict:
+        done = root / "results" / f"{slug(name)}.json"
+        if not done.is_file():
+            file = write_project(root, base, name, variants[name], args.steps)
+            print(f"training: {name}", flush=True)
+            run = subprocess.run([sys.executable, __file__, "--eval", str(args.eval), "--child",
+                                  str(file), name, str(done)], capture_output=True, text=True)
+            if run.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{run.stderr[-3000:]}")
+            print(f"done: {name}", flush=True)
+        return json.loads(done.read_text())
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for r in pool.map(student, list(variants)):
+            rows.append((r["name"], r["acc"], r["params"]))
 
     cols = [*SKILLS, "overall"]
     print(f"\n| model | {' | '.join(cols)} | params |")
@@ -89,7 +156,7 @@ def main() -> int:
     for name, acc, params in rows:
         print(f"| {name} | " + " | ".join(f"{acc[c]:.2f}" for c in cols) + f" | {params:,} |")
 
-    teacher_rows = rows[:len(teachers)]
+    teacher_rows = [r for r in rows if r[0].startswith("teacher")]
     multi = [r for r in rows if r[0].startswith("multi")]
     best_student = max(multi, key=lambda r: r[1]["overall"])
     best_teacher = max(teacher_rows, key=lambda r: r[1]["overall"])
