@@ -18,9 +18,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The main job: harvest the built-in teachers, distil the student, score it against them,
+# and end with the scorecard and the release gate's verdict. A gate that says FAIL (exit 1)
+# is a verdict, not a broken demo; bad input (exit 2) still stops make.
 demo: setup
 	$(BIN)/persea init $(DEMO) --exist-ok
 	$(BIN)/persea harvest --project $(DEMO)
+	$(BIN)/persea distill --project $(DEMO) --eval-per-skill 0
+	$(BIN)/persea eval --project $(DEMO)
+	$(BIN)/persea scorecard --project $(DEMO)
+	$(BIN)/persea gate --project $(DEMO) || test $$? -eq 1
 
 test: setup
 	$(BIN)/python -m pytest -q
