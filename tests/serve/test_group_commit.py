@@ -235,3 +235,33 @@ def test_a_settle_finds_a_record_another_process_wrote_first(accounts, caller):
     spent, held = accounts.balance(caller.org_id)
     assert spent == Decimal("0.000007")  # only "model" was charged through settle
     assert held == Decimal("0.002")  # "raced" still held (its own record was not written)
+
+
+def test_wal_checkpoints_leave_the_commit_path(tmp_path):
+    """With a WalCheckpointer, commits never checkpoint (wal_autocheckpoint=0 on every new
+    connection) and its own checkpoint copies the whole WAL back; closing restores the
+    default for connections made afterwards."""
+    from persea.db import make_engine
+    from persea.serve.writer import WalCheckpointer
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x TEXT)")
+    checkpointer = WalCheckpointer(engine, interval=3600)  # by hand below
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        for i in range(200):
+            conn.exec_driver_sql("INSERT INTO t VALUES (?)", (str(i) * 500,))
+    before = (tmp_path / "w.db").stat().st_size  # the rows are still only in the WAL
+    checkpointer.checkpoint()
+    assert (tmp_path / "w.db").stat().st_size > before + 50_000  # copied back
+    raw = engine.raw_connection()
+    busy, frames, copied = raw.driver_connection.execute(
+        "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    raw.close()
+    assert busy == 0 and copied == frames  # nothing was left behind
+    checkpointer.close()
+    engine.dispose()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+    engine.dispose()

@@ -31,7 +31,7 @@ from persea.serve.errors import ApiError, bad_request
 from persea.serve.limits import Ask, Limiter, retry_after_header
 from persea.serve.metrics import Metrics
 from persea.serve.wire import AnyRequest, refuse_unsupported
-from persea.serve.writer import GroupWriter, WriterClosed
+from persea.serve.writer import GroupWriter, WalCheckpointer, WriterClosed
 
 log = logging.getLogger("persea.serve")
 
@@ -75,6 +75,8 @@ class Gateway:
         self.writer = GroupWriter(lambda: self.accounts.engine,
                                   workers=1 if sqlite else db_threads,
                                   refusals=(AccountsError,))
+        file_db = sqlite and accounts.engine.url.database not in (None, "", ":memory:")
+        self._checkpointer = WalCheckpointer(accounts.engine) if file_db else None
         self._settling: set[asyncio.Task] = set()
 
     async def db(self, fn, *args, write: bool = False):
@@ -114,6 +116,8 @@ class Gateway:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self.writer.close()  # applies what is still queued (lazy settles) first
+        if self._checkpointer is not None:
+            self._checkpointer.close()
 
     # -- before the model -------------------------------------------------------------
     async def authenticate(self, authorization: str | None) -> Caller:
