@@ -8,6 +8,9 @@ gives back what a killed gateway left held. Admin operations (create org, plan, 
 come from `AccountAdmin` in `persea.serve.admin`; every one writes an audit row.
 
 All methods are synchronous and thread-safe; call them from a thread pool in async code.
+`reserve_op`, `settle_op` and `release_op` build the same writes as functions of a
+connection, for the gateway's group-commit writer (`persea.serve.writer`), which applies
+many of them in one transaction; their SQL is built once in `persea.serve.ledger`.
 """
 
 from __future__ import annotations
