@@ -51,7 +51,7 @@ class _Op:
     fn: Callable[..., Any]
     future: Future
     urgent: bool
-    key: str  # lock order inside a batch (the org): PostgreSQL batches never deadlock
+    key: str  # lock order inside a batch (the org): batches take balance rows in one order
     alone: bool = False  # runs outside any batch, in its own transaction (fn takes no conn)
     queued_at: float = field(default_factory=time.monotonic)
 
