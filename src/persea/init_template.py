@@ -41,7 +41,8 @@ harvest:
 # Distil: a Llama-architecture student with its own byte-level BPE tokenizer, trained on
 # the harvest. 300 ids is nearly character level (256 bytes, the specials, a few merges):
 # on the toy world that learns reversing, counting and digit-wise sums far sooner than 512
-# ids of merged letter pairs (reverse 0.84 vs 0.26 after 2000 steps; docs/distill.md). Loss = ce * cross-entropy + kd_weight * logit KD (xtok: across tokenizers)
+# ids of merged letter pairs (reverse 0.84 vs 0.26 after 2000 steps; docs/distill.md).
+# Loss = ce * cross-entropy + kd_weight * logit KD (xtok: across tokenizers)
 # + alm_weight * approximate likelihood matching. Weighting decides how much each teacher's
 # response counts: uniform, confidence, verified (checker accepts), best_teacher (per skill,
 # on the dev split); several multiply. See docs/distill.md.
