@@ -101,6 +101,8 @@ def main() -> int:
     ap.add_argument("--eval", type=int, default=200, help="test items per skill")
     ap.add_argument("--jobs", type=int, default=2, help="students trained at once")
     ap.add_argument("--out", type=Path, default=None, help="keep the project here")
+    ap.add_argument("--skip", action="append", default=[], metavar="ROW",
+                    help="leave out this student row (repeatable; the table says so)")
     ap.add_argument("--child", nargs=3, metavar=("FILE", "NAME", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -119,6 +121,10 @@ def main() -> int:
     base["prompts"]["toyworld"]["per_skill"] = args.per_skill
     base["harvest"]["cross_score"] = True
     variants = variants_of(base)
+    unknown = set(args.skip) - set(variants)
+    if unknown:
+        raise SystemExit(f"--skip: no such row: {', '.join(sorted(unknown))}")
+    variants = {k: v for k, v in variants.items() if k not in args.skip}
     print(f"project: {root}", flush=True)
     proj = load_project(write_project(root, base, None, None, args.steps))
     run_harvest(proj)
@@ -155,6 +161,9 @@ def main() -> int:
     print("|---" * (len(cols) + 2) + "|")
     for name, acc, params in rows:
         print(f"| {name} | " + " | ".join(f"{acc[c]:.2f}" for c in cols) + f" | {params:,} |")
+
+    for name in args.skip:
+        print(f"| {name} | not run (--skip) |")
 
     teacher_rows = [r for r in rows if r[0].startswith("teacher")]
     multi = [r for r in rows if r[0].startswith("multi")]

@@ -38,14 +38,15 @@ WARMUP = 10
 class Run:
     """One objective's student, optimiser and step clock (the trainer's step, unrolled)."""
 
-    def __init__(self, tok, loss: dict, steps: int):
+    def __init__(self, tok, loss: dict, steps: int, student: dict):
         import torch
 
         from persea.distill.student import build_student_model
         from persea.project import DistillSpec
 
         self.spec = DistillSpec(steps=steps, batch_size=32, warmup=5, loss=loss)
-        self.model = build_student_model(tok, 128, 4, 4, 384, 0)
+        self.model = build_student_model(tok, student["hidden_size"], student["layers"],
+                                         student["heads"], student["intermediate_size"], 0)
         self.model.train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.spec.lr,
                                      weight_decay=self.spec.weight_decay, betas=(0.9, 0.95))
@@ -75,8 +76,8 @@ def load(data_path: str):
     import numpy as np
 
     with open(data_path, "rb") as f:
-        examples, weights, tok = pickle.load(f)
-    return examples, weights, tok, np.flatnonzero(weights > 0)
+        examples, weights, tok, student = pickle.load(f)
+    return examples, weights, tok, student, np.flatnonzero(weights > 0)
 
 
 def child(data_path: str, loss: str, steps: int) -> None:
@@ -84,8 +85,8 @@ def child(data_path: str, loss: str, steps: int) -> None:
     import torch
 
     torch.set_num_threads(2)
-    examples, weights, tok, pool = load(data_path)
-    run = Run(tok, json.loads(loss), steps)
+    examples, weights, tok, student, pool = load(data_path)
+    run = Run(tok, json.loads(loss), steps, student)
     for i in range(steps):
         run.step(examples, weights, pool, i, tok.pad_token_id)
     print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -119,17 +120,18 @@ def main() -> int:
         proj = load_project(Path(tmp))
         run_harvest(proj)
         harvest = open_harvest(proj.resolve(proj.spec.harvest.out))
-        tok = train_student_tokenizer(harvest_corpus(harvest.path), 512)
+        student = data["distill"]["student"]  # the example project's student
+        tok = train_student_tokenizer(harvest_corpus(harvest.path), student["vocab_size"])
         examples = build_examples(harvest, tok)
         weights = example_weights(examples, ["uniform"])
         data_path = Path(tmp) / "examples.pkl"
         with open(data_path, "wb") as f:
-            pickle.dump((examples, weights, tok), f)
-        print(f"{len(examples)} examples from 3 teachers; student Llama 4x128; "
+            pickle.dump((examples, weights, tok, student), f)
+        print(f"{len(examples)} examples from 3 teachers; student {student}; "
               f"{args.steps} steps of 32 sequences per objective, taking turns step by step "
               f"(first {WARMUP} not timed)\n")
-        pool = load(str(data_path))[3]
-        runs = {name: Run(tok, loss, args.steps) for name, loss in VARIANTS.items()}
+        pool = load(str(data_path))[4]
+        runs = {name: Run(tok, loss, args.steps, student) for name, loss in VARIANTS.items()}
         order = list(runs.values())
         for i in range(args.steps):
             for run in order[i % 3:] + order[:i % 3]:  # who goes first rotates
