@@ -171,8 +171,8 @@ def main() -> int:
     best_teacher = max(teacher_rows, key=lambda r: r[1]["overall"])
     beats = best_student[1]["overall"] > best_teacher[1]["overall"]
     print(f"\nstudent beats every teacher: {'yes' if beats else 'no'} (overall "
-          f"{best_student[1]['overall']:.2f} [{best_student[0]}] vs best teacher "
-          f"{best_teacher[1]['overall']:.2f} [{best_teacher[0]}])")
+          f"{best_student[1]['overall']:.3f} [{best_student[0]}] vs best teacher "
+          f"{best_teacher[1]['overall']:.3f} [{best_teacher[0]}])")
     worst = min(SKILLS, key=lambda s: best_student[1][s] / max(
         max(r[1][s] for r in teacher_rows), 1e-9))
     best_t = max(r[1][worst] for r in teacher_rows)
@@ -186,7 +186,7 @@ def main() -> int:
     seq = dict((r[0], r[1]["overall"]) for r in rows)
     kd, ce = seq["multi: verified, CE + xtok KD"], seq["multi: verified, CE only"]
     print(f"cross-tokenizer logit KD beats sequence-level only at equal tokens: "
-          f"{'yes' if kd > ce else 'no'} ({kd:.2f} vs {ce:.2f})")
+          f"{'yes' if kd > ce else 'no'} ({kd:.3f} vs {ce:.3f})")
     return 0
 
 
