@@ -8,7 +8,7 @@ import pytest
 from persea.evaluate.records import COMPLETE, INCOMPLETE, RunStore
 from persea.evaluate.suites import ToyworldSuite
 
-from tests.evaluate.cli_helpers import run_cli
+from tests.cli_helpers import run_cli
 
 
 def test_default_eval_runs_student_and_every_teacher(project_dir, capsys, monkeypatch):

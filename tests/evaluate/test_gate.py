@@ -13,7 +13,7 @@ from persea.evaluate.records import RunStore
 from persea.evaluate.release import require_release
 from persea.models.fingerprint import fingerprint_model_dir
 
-from tests.evaluate.cli_helpers import run_cli
+from tests.cli_helpers import run_cli
 from tests.evaluate.conftest import add_run, write_project
 
 TEACHERS = [{"name": "qwen3-toy", "builtin": "qwen3-toy"},

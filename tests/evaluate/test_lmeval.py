@@ -8,7 +8,7 @@ from pathlib import Path
 from persea.evaluate.records import COMPLETE, RunStore
 from persea.evaluate.scorecard import build_scorecard
 
-from tests.evaluate.cli_helpers import run_cli
+from tests.cli_helpers import run_cli
 from tests.evaluate.conftest import write_project
 
 TASKS = Path(__file__).parent / "lmeval_tasks"

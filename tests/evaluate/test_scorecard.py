@@ -12,7 +12,7 @@ from persea.evaluate.bootstrap import bootstrap_ci, paired_diff_ci
 from persea.evaluate.records import RunStore
 from persea.evaluate.scorecard import build_scorecard, to_markdown, to_png
 
-from tests.evaluate.cli_helpers import run_cli
+from tests.cli_helpers import run_cli
 from tests.evaluate.conftest import add_run, write_project
 
 STUDENT = {"addition": [1, 1, 1, 0, 1, 1, 0, 1], "kb": [0, 1, 0, 0, 1, 0]}

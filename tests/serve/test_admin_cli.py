@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from decimal import Decimal
 
 import pytest
 import yaml
 
 from persea.serve.accounts import Accounts, InvalidKey
+from tests.cli_helpers import run_cli
 
 KEY = re.compile(r"^psk-[A-Za-z0-9_-]{43}$", re.M)
 
@@ -19,20 +19,7 @@ KEY = re.compile(r"^psk-[A-Za-z0-9_-]{43}$", re.M)
 @pytest.fixture
 def persea(monkeypatch, capsys):
     """Run `persea ARGS...`; returns (exit status, stdout, stderr)."""
-    from persea.cli import main
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["persea", *args])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
+    return lambda *args: run_cli(capsys, monkeypatch, *args)
 
 
 def test_plan_org_key_and_invoice_json(persea, db_url):
