@@ -83,9 +83,9 @@ def train_and_score(file: Path, name: str, per_eval: int, out: Path) -> None:
     import torch
 
     from persea.distill.run import run_distill
-    from persea.evaluate.skills import skill_accuracy
-    from persea.models import load_hf_dir
+    from persea.models.sources import load_hf_dir
     from persea.project import load_project
+    from persea.skills import skill_accuracy
 
     torch.set_num_threads(1)
     result = run_distill(load_project(file))
@@ -109,10 +109,10 @@ def main() -> int:
         train_and_score(Path(args.child[0]), args.child[1], args.eval, Path(args.child[2]))
         return 0
 
-    from persea.evaluate.skills import skill_accuracy
     from persea.harvest import run_harvest
-    from persea.models import load_teacher
+    from persea.models.sources import load_teacher
     from persea.project import load_project
+    from persea.skills import skill_accuracy
     from persea.toyworld import SKILLS
 
     root = (args.out or Path(tempfile.mkdtemp(prefix="persea-quality-"))).resolve()

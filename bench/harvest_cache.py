@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from persea.harvest import quant, shards
 from persea.harvest.prompts import from_toyworld
-from persea.models import load_gguf, load_hf_dir
+from persea.models.sources import load_gguf, load_hf_dir
 from persea.toyworld.builtin import BUILTIN_TEACHERS
 
 

@@ -17,7 +17,7 @@ def build_tiny_qwen(directory, vocab_size: int = 300, seed: int = 0):
     from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
     from persea.toyworld import make_mixture
-    from persea.toyworld.templates import QWEN
+    from persea.models.templates import QWEN
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -117,9 +117,8 @@ def distill(project: Optional[Path] = ProjectOpt,
 
 
 def _quality_table(proj, student_dir: Path, per_skill: int) -> None:
-    from persea.evaluate.skills import skill_accuracy
-    from persea.models import load_hf_dir, load_teacher
-    from persea.toyworld import SKILLS
+    from persea.models.sources import load_hf_dir, load_teacher
+    from persea.skills import get_world, skill_accuracy
 
     rows = [("student", skill_accuracy(load_hf_dir("student", student_dir),
                                        per_skill=per_skill))]
@@ -127,10 +126,10 @@ def _quality_table(proj, student_dir: Path, per_skill: int) -> None:
         rows.append((spec.name, skill_accuracy(load_teacher(spec, proj), per_skill=per_skill)))
     table = Table(title=f"exact match on the toy-world test split ({per_skill} items per skill)")
     table.add_column("model")
-    for col in [*SKILLS, "overall"]:
+    for col in [*get_world().skills, "overall"]:
         table.add_column(col, justify="right")
     for name, scores in rows:
-        table.add_row(name, *[f"{scores[c]:.2f}" for c in [*SKILLS, "overall"]])
+        table.add_row(name, *[f"{scores[c]:.2f}" for c in [*get_world().skills, "overall"]])
     out.print(table)
     best = max(rows[1:], key=lambda r: r[1]["overall"])
     verdict = "yes" if rows[0][1]["overall"] > best[1]["overall"] else "no"

@@ -27,7 +27,7 @@ class TeacherSpec(_Strict):
     """One teacher, from exactly one source."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)
-    builtin: str | None = None  # one of persea.toyworld.builtin.BUILTIN_TEACHERS
+    builtin: str | None = None  # a name in persea.models.builtin
     path: str | None = None  # a local Hugging Face model directory
     hub: str | None = None  # a hub id such as Qwen/Qwen3-0.6B (needs the network or a cache)
     revision: str | None = None

@@ -38,7 +38,7 @@ def test_distill_writes_student_curve_and_checkpoints(project_copy):
     assert ckpts == ["step-0000008", "step-0000010"]  # the last two are kept
     assert result.examples == 36 and result.used == 36
 
-    from persea.models import load_hf_dir
+    from persea.models.sources import load_hf_dir
 
     student = load_hf_dir("student", result.student_dir)
     assert len(student.generate(["What is 1 + 2?"], 4)) == 1

@@ -178,7 +178,7 @@ def test_an_unreachable_database_is_named_without_its_password(tmp_path):
 
 
 def test_skill_accuracy_scores_like_the_suite():
-    from persea.evaluate.skills import skill_accuracy
+    from persea.skills import skill_accuracy
 
     suite = ToyworldSuite(per_skill=3, max_new_tokens=4)
     scores = skill_accuracy(ScriptedModel(_half_right(suite)), per_skill=3, batch_size=4)

@@ -88,7 +88,7 @@ def test_resume_after_losing_a_score_shard_is_byte_identical(builtin_harvest, tm
     calls = []
 
     def load(spec):
-        from persea.models import load_teacher
+        from persea.models.sources import load_teacher
 
         calls.append(spec.name)
         return load_teacher(spec)

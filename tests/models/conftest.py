@@ -8,6 +8,6 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny(tiny_model_dir):
     """The tiny untrained Qwen3 behind the protocol (`HFModel`), with its ChatML template."""
-    from persea.models import load_hf_dir
+    from persea.models.sources import load_hf_dir
 
     return load_hf_dir("tiny", tiny_model_dir)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from persea.errors import PerseaError
-from persea.models import load_gguf
+from persea.models.sources import load_gguf
 from persea.models.gguf_file import check_gguf
 
 

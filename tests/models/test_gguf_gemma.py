@@ -32,7 +32,7 @@ TOP_K = 8
 
 def test_gemma3_270m_gguf_generates_with_spans_and_topk(tmp_path):
     gemma_gguf = importlib.import_module(PACKAGE)
-    from persea.models import load_gguf
+    from persea.models.sources import load_gguf
     from persea.models.gguf_file import check_gguf
 
     path = tmp_path / "gemma-3-270m-q4_k_m.gguf"

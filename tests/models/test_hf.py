@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from persea.models import LanguageModel, Trace, load_hf_dir
+from persea.models import LanguageModel, Trace
+from persea.models.sources import load_hf_dir
 
 from .spans_check import assert_well_formed
 

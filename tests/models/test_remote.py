@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from persea.errors import PerseaError
-from persea.models import LanguageModel, load_teacher
+from persea.models import LanguageModel
+from persea.models.sources import load_teacher
 from persea.models.remote import EndpointModel
 from persea.project import TeacherSpec
 

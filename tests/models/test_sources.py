@@ -11,7 +11,7 @@ import pytest
 import persea.models.hub
 import persea.models.sources
 from persea.errors import PerseaError
-from persea.models import load_hf_dir, load_hub, load_teacher
+from persea.models.sources import load_hf_dir, load_hub, load_teacher
 from persea.models.hf import HFModel
 from persea.project import LoadedProject, TeacherSpec, parse_project
 

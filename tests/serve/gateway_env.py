@@ -119,7 +119,7 @@ def stop_env(env: GatewayEnv, stub_server: LiveServer) -> None:
 @pytest.fixture(scope="session")
 def toy_model():
     """The built-in qwen3-toy teacher, loaded once per test session (about 1.5 s)."""
-    from persea.models import load_hf_dir
+    from persea.models.sources import load_hf_dir
     from persea.toyworld.builtin import BUILTIN_TEACHERS
 
     return load_hf_dir("toy", BUILTIN_TEACHERS["qwen3-toy"].path)

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from persea.toyworld.builtin import BUILTIN_TEACHERS
 from persea.toyworld.score import accuracy_by_skill, generate_with, items_up_to
-from persea.toyworld.templates import FORMATS
+from persea.models.templates import FORMATS
 
 N_PER_SKILL = 60
 STRONG_FLOOR = {  # teacher -> skill -> lowest accepted accuracy on the sample

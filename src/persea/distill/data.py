@@ -28,6 +28,7 @@ from persea.align import aligned_starts, carry_topk, chunks, token_bytes, vocab_
 from persea.distill import combine as combining
 from persea.distill.cache import Harvest, read_responses, read_scores
 from persea.distill.student import check_encodes
+from persea.skills import get_world
 
 
 @dataclass
@@ -89,8 +90,7 @@ def build_examples(harvest: Harvest, student_tok, teachers: list[str] | None = N
     summing their losses). `"average"` / `"select"`: each example's logit targets combine
     every given teacher's signal on that text (persea.distill.combine), with `dev_scores`
     (per skill, per teacher) as the average's weights when given."""
-    from persea.toyworld import SKILLS
-
+    skills = get_world().skills
     student_bytes = token_bytes(student_tok)
     eot = student_tok.eos_token_id
     prompt_ids = {}
@@ -139,8 +139,8 @@ def build_examples(harvest: Harvest, student_tok, teachers: list[str] | None = N
                     [x.teacher for x in sigs], skill, dev_scores))
             cs = [c for c in chunks(r.spans, s_spans) if c.t1 > c.t0 and c.s1 > c.s0]
             correct = None
-            if rec.get("answer") is not None and skill in SKILLS:
-                correct = SKILLS[skill].check(rec["answer"], r.text)
+            if rec.get("answer") is not None and skill in skills:
+                correct = skills[skill].check(rec["answer"], r.text)
             examples.append(Example(
                 prompt_index=r.prompt_index, teacher=name, skill=skill, correct=correct,
                 input_ids=np.asarray(p_ids + s_ids, np.int64), n_prompt=len(p_ids),

@@ -13,8 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from persea.errors import PerseaError
+from persea.skills import get_world, skill_accuracy
 
 
 @dataclass
@@ -58,16 +58,15 @@ def dev_scores(project, teachers: list[str], per_skill: int, path: Path) -> dict
     """Per-skill dev-split accuracy of each teacher (for `best_teacher`), cached in `path`."""
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
-    from persea.evaluate.skills import skill_accuracy
-    from persea.models import load_teacher
-    from persea.toyworld import SKILLS
+    from persea.models.sources import load_teacher
 
-    scores: dict[str, dict[str, float]] = {s: {} for s in SKILLS}
+    skills = get_world().skills
+    scores: dict[str, dict[str, float]] = {s: {} for s in skills}
     specs = {t.name: t for t in project.spec.teachers}
     for name in teachers:
         acc = skill_accuracy(load_teacher(specs[name], project), split="dev",
                              per_skill=per_skill, seed=project.spec.seed)
-        for skill in SKILLS:
+        for skill in skills:
             scores[skill][name] = acc[skill]
     path.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return scores

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from persea.errors import PerseaError
-from persea.toyworld.templates import LLAMA
+from persea.distill.tokenizer import train_bpe, wrap
+from persea.models.templates import LLAMA
 
 
 def harvest_corpus(cache: Path) -> list[str]:
@@ -30,8 +31,6 @@ def harvest_corpus(cache: Path) -> list[str]:
 
 
 def train_student_tokenizer(corpus: list[str], vocab_size: int):
-    from persea.toyworld.tokenizers import train_bpe, wrap
-
     return wrap(train_bpe(corpus, LLAMA, vocab_size=vocab_size), LLAMA)
 
 

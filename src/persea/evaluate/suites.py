@@ -16,8 +16,8 @@ import hashlib
 from dataclasses import dataclass, field
 
 from persea.errors import PerseaError
+from persea.skills import TOYWORLD, get_world
 
-TOYWORLD = "toyworld"
 TOYWORLD_VERSION = "1"  # bump when the scoring rule changes; item changes show in the digest
 
 
@@ -45,17 +45,16 @@ class ToyworldSuite:
     _items: list[EvalItem] | None = field(default=None, repr=False)
 
     def items(self) -> list[EvalItem]:
-        from persea.toyworld import SKILLS, make_items
-
         if self._items is None:
-            unknown = sorted(set(self.skills or []) - set(SKILLS))
+            world = get_world(TOYWORLD)
+            unknown = sorted(set(self.skills or []) - set(world.skills))
             if unknown:
                 raise PerseaError(f"suite toyworld: unknown skill(s) {', '.join(unknown)}; "
-                                  f"expected some of: {', '.join(SKILLS)}")
+                                  f"expected some of: {', '.join(world.skills)}")
             self._items = [
                 EvalItem(it.id, skill, it.prompt, it.answer)
-                for skill in (self.skills or list(SKILLS))
-                for it in make_items(skill, self.split, self.per_skill, self.seed,
+                for skill in (self.skills or list(world.skills))
+                for it in world.make_items(skill, self.split, self.per_skill, self.seed,
                                      allow_fewer=True)]
         return self._items
 
@@ -76,17 +75,13 @@ class ToyworldSuite:
         return [f"{self.name}/{g}" for g in groups] + [f"{self.name}/overall"]
 
     def score(self, item: EvalItem, output: str) -> dict[str, float]:
-        from persea.toyworld import SKILLS
-
-        right = float(SKILLS[item.group].check(item.target, output))
+        right = float(get_world(TOYWORLD).skills[item.group].check(item.target, output))
         return {f"{self.name}/{item.group}": right, f"{self.name}/overall": right}
 
 
 def toyworld_metric_names(skills=None) -> list[str]:
     """The metric names the toy-world suite can produce (for checking a policy)."""
-    from persea.toyworld import SKILLS
-
-    return [f"{TOYWORLD}/{s}" for s in (skills or SKILLS)] + [f"{TOYWORLD}/overall"]
+    return [f"{TOYWORLD}/{s}" for s in (skills or get_world(TOYWORLD).skills)] + [f"{TOYWORLD}/overall"]
 
 
 def parse_suite(name: str) -> tuple[str, str | None]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from persea.errors import PerseaError
+from persea.models.builtin import builtin_models
 
 STUDENT = "student"
 
@@ -36,13 +37,13 @@ def _split(value: str, flag: str, example: str) -> tuple[str, str]:
 
 
 def dir_target(name: str, directory: Path) -> Target:
-    from persea.models import load_hf_dir
+    from persea.models.sources import load_hf_dir
 
     return Target(name, str(directory), lambda: load_hf_dir(name, directory))
 
 
 def teacher_targets(project) -> list[Target]:
-    from persea.models import load_teacher
+    from persea.models.sources import load_teacher
 
     return [Target(spec.name, f"{spec.source}:{getattr(spec, spec.source)}",
                    (lambda s=spec: load_teacher(s, project)))
@@ -62,15 +63,14 @@ def default_targets(project, note=print) -> list[Target]:
 
 def model_target(value: str, project=None) -> Target:
     """`NAME=SOURCE`: a project teacher, a built-in teacher, or a model directory."""
-    from persea.toyworld.builtin import BUILTIN_TEACHERS
-
+    builtins = builtin_models()
     name, source = _split(value, "--model", "baseline=qwen3-toy or mine=./runs/x/student")
     if project is not None:
         for t in teacher_targets(project):
             if t.name == source:
                 return Target(name, t.source, t.load)
-    if source in BUILTIN_TEACHERS:
-        return dir_target(name, BUILTIN_TEACHERS[source].path)
+    if source in builtins:
+        return dir_target(name, builtins[source].path)
     path = project.resolve(source) if project is not None else Path(source).expanduser()
     if not path.is_dir():
         raise PerseaError(f"--model {value}: {source!r} is not a project teacher, a built-in "

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from persea.errors import PerseaError
+from persea.skills import get_world
 
 
 @dataclass(frozen=True)
@@ -22,10 +23,8 @@ def from_toyworld(split: str, per_skill: int, seed: int,
                   skills: list[str] | None = None) -> list[PromptRecord]:
     """Up to `per_skill` prompts of each skill: kb's pool is finite (556 train prompts), so a
     larger `per_skill` takes all of it rather than failing."""
-    from persea.toyworld import make_mixture
-
     return [PromptRecord(it.id, it.prompt, it.skill, it.answer)
-            for it in make_mixture(split, per_skill, seed, skills, allow_fewer=True)]
+            for it in get_world().make_mixture(split, per_skill, seed, skills, allow_fewer=True)]
 
 
 def from_jsonl(path: Path) -> list[PromptRecord]:

@@ -22,6 +22,7 @@ from persea.errors import PerseaError
 from persea.harvest import prompts as prompt_io
 from persea.harvest import cross, quant, shards
 from persea.models.fingerprint import sha256_file
+from persea.skills import get_world
 
 FORMAT = "persea-harvest/1"
 
@@ -111,7 +112,7 @@ def _merge_stats(per_shard: list[dict], tokens: list[int]) -> dict:
 def pick_backend(spec, kind: str, project=None):
     """The model object for a teacher: vLLM when asked for (or, with `auto`, when it is
     installed and a GPU is present) and the teacher is a local or hub checkpoint."""
-    from persea.models import load_teacher
+    from persea.models.sources import load_teacher
 
     if kind != "transformers" and (spec.path or spec.hub or spec.builtin):
         from persea.models.vllm_backend import vllm_available
@@ -168,7 +169,7 @@ def run_harvest(project, console: Console | None = None, load=None,
     part, parts = worker
     if not (parts >= 1 and 0 <= part < parts):
         raise PerseaError(f"--worker {part}/{parts}: expected I/N with 0 <= I < N")
-    from persea.models import load_teacher
+    from persea.models.sources import load_teacher
 
     score_load = load or (lambda spec: load_teacher(spec, project))  # scoring: transformers
     load = load or (lambda spec: pick_backend(spec, h.backend, project))
@@ -239,8 +240,7 @@ def run_harvest(project, console: Console | None = None, load=None,
 def _finish(out: Path, plan: dict, records, summaries, n_shards: int,
             scores: dict | None = None) -> HarvestResult:
     """Read every shard back, check answers where known, and write manifest.json last."""
-    from persea.toyworld import SKILLS
-
+    skills = get_world().skills
     manifest = {"plan": plan, "teachers": {}}
     for s in summaries:
         tdir = out / s.name
@@ -261,9 +261,9 @@ def _finish(out: Path, plan: dict, records, summaries, n_shards: int,
             for idx, text in zip(table.column("prompt_index").to_pylist(),
                                  table.column("text").to_pylist()):
                 rec = records[idx]
-                if rec.answer is not None and rec.skill in SKILLS:
+                if rec.answer is not None and rec.skill in skills:
                     s.checked += 1
-                    s.correct += SKILLS[rec.skill].check(rec.answer, text)
+                    s.correct += skills[rec.skill].check(rec.answer, text)
         s.stats = _merge_stats(stats, tokens)
         manifest["teachers"][s.name] = {
             **info, "shards": files, "responses": s.responses, "tokens": s.tokens,

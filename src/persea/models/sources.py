@@ -11,6 +11,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 
 from persea.errors import PerseaError
+from persea.models.builtin import builtin_models
 from persea.models.fingerprint import fingerprint_files, fingerprint_model_dir, fingerprint_text
 from persea.models.gguf_file import check_gguf
 from persea.models.hf import HFModel
@@ -85,12 +86,11 @@ def load_teacher(spec, project=None):
     """Build the model for a `persea.project.TeacherSpec`; paths resolve from the project."""
     resolve = project.resolve if project is not None else (lambda p: Path(p).expanduser())
     if spec.builtin is not None:
-        from persea.toyworld.builtin import BUILTIN_TEACHERS
-
-        if spec.builtin not in BUILTIN_TEACHERS:
+        builtins = builtin_models()
+        if spec.builtin not in builtins:
             raise PerseaError(f"teacher {spec.name!r}: unknown builtin {spec.builtin!r}; "
-                              f"expected one of: {', '.join(BUILTIN_TEACHERS)}")
-        return load_hf_dir(spec.name, BUILTIN_TEACHERS[spec.builtin].path, spec.chat_template)
+                              f"expected one of: {', '.join(builtins)}")
+        return load_hf_dir(spec.name, builtins[spec.builtin].path, spec.chat_template)
     if spec.path is not None:
         return load_hf_dir(spec.name, resolve(spec.path), spec.chat_template)
     if spec.hub is not None:

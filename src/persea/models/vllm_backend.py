@@ -9,10 +9,12 @@ Not exercised by the test suite (no GPU there); see docs/harvest.md for scaling 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 
 from persea.errors import PerseaError
+from persea.models.builtin import builtin_models
 from persea.models.fingerprint import fingerprint_model_dir, fingerprint_text, fingerprint_tokenizer
 from persea.align.tokens import special_ids as special_token_ids
 from persea.models.offsets import spans_from_ids
@@ -96,13 +98,9 @@ def load_vllm(spec, project=None) -> VLLMModel:
         raise PerseaError(f"teacher {spec.name!r}: harvest.backend is vllm but vLLM is not "
                           "installed (pip install vllm, on a machine with a GPU)")
     if spec.builtin is not None:
-        from persea.toyworld.builtin import BUILTIN_TEACHERS
-
-        path = BUILTIN_TEACHERS[spec.builtin].path
+        path = builtin_models()[spec.builtin].path
         return VLLMModel(spec.name, str(path), fingerprint_model_dir(path), spec.chat_template)
     if spec.path is not None:
-        from pathlib import Path
-
         path = project.resolve(spec.path) if project is not None else Path(spec.path)
         return VLLMModel(spec.name, str(path), fingerprint_model_dir(path), spec.chat_template)
     return VLLMModel(spec.name, spec.hub, fingerprint_text("hub", spec.hub, str(spec.revision)),

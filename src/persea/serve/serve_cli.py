@@ -54,9 +54,9 @@ def _require_release_of_directory(source: str, options: ServeOptions) -> None:
     from pathlib import Path
 
     from persea.evaluate.release import require_release
-    from persea.toyworld.builtin import BUILTIN_TEACHERS
+    from persea.models.builtin import builtin_models
 
-    if source not in BUILTIN_TEACHERS and Path(source).expanduser().is_dir():
+    if source not in builtin_models() and Path(source).expanduser().is_dir():
         require_release(None, Path(source).expanduser(), options.force_release,
                         options.release_reason, options.forced_by, db=options.db)
 

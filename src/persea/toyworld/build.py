@@ -29,11 +29,12 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig
 
+from persea.distill.tokenizer import MAX_LENGTH
+from persea.models.templates import FORMATS
 from persea.toyworld.builtin import BUILTIN_TEACHERS, BuiltinTeacher
 from persea.toyworld.score import accuracy_by_skill, hf_generate, items_up_to
 from persea.toyworld.skills import SKILLS
-from persea.toyworld.templates import FORMATS
-from persea.toyworld.tokenizers import MAX_LENGTH, build_tokenizer, toy_corpus
+from persea.toyworld.tokenizers import build_tokenizer, toy_corpus
 
 IGNORE = -100  # label of positions that carry no loss
 

@@ -17,7 +17,7 @@ class BuiltinTeacher:
     name: str
     architecture: str  # transformers class name
     tokenizer_kind: str
-    family: str  # key of persea.toyworld.templates.FORMATS
+    family: str  # key of persea.models.templates.FORMATS
     strong_skills: tuple[str, ...]
     weak_skills: tuple[str, ...]  # trained on, but on less data: an overlap at lower accuracy
 

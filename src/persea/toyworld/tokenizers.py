@@ -3,9 +3,8 @@
 Each stands in for the tokenizer of one model family, and they differ the way the real
 ones do, so that a distiller meets three genuinely different vocabularies:
 
-* **byte-level BPE** (Qwen-like): text is first split GPT-style (letters, single digits,
-  punctuation, whitespace), each piece is mapped to bytes, and BPE merges are learned on top.
-  Any string encodes and decodes back exactly; there is no unknown token.
+* **byte-level BPE** (Qwen-like): the student's own trainer (`persea.distill.tokenizer`):
+  GPT-style pre-splitting, bytes, BPE merges on top; no unknown token.
 * **Unigram, SentencePiece-style** (Gemma-like): spaces become the `▁` marker (Metaspace,
   no dummy prefix, as in Gemma) and newlines are their own pieces; a Unigram model learns
   the pieces, and the 256 `<0xXX>` byte pieces are added so that a character never seen in
@@ -21,25 +20,20 @@ and the chat template travels in the saved tokenizer config.
 
 from __future__ import annotations
 
+import json
 import string
 from typing import Callable
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from persea.distill.tokenizer import UNK, special_tokens, train_bpe, wrap
+from persea.models.templates import ChatFormat
 from persea.toyworld.score import items_up_to
 from persea.toyworld.skills import SKILLS
-from persea.toyworld.templates import ChatFormat
 
 # Words that the chat templates put around messages, so that they get pieces of their own.
 _ROLE_WORDS = ("system", "user", "assistant", "model", "final", "analysis")
-
-# Pre-tokenization of the BPE tokenizer: a letter run (with one leading space), one digit,
-# a punctuation run (with one leading space), or whitespace. Digits stay single, as in Qwen.
-_BPE_SPLIT = r" ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-
-UNK = "<unk>"
-MAX_LENGTH = 256  # the longest toy-world conversation is well under this in every tokenizer
 
 
 def toy_corpus(per_skill: int = 5000, seed: int = 0) -> list[str]:
@@ -58,39 +52,13 @@ def toy_corpus(per_skill: int = 5000, seed: int = 0) -> list[str]:
     return lines
 
 
-def _special_tokens(fmt: ChatFormat, with_unk: bool = False) -> list[str]:
-    """The format's special tokens in order, plus `<unk>` when the tokenizer needs one."""
-    specials = list(fmt.special_tokens)
-    if with_unk and UNK not in specials:
-        specials.append(UNK)
-    return specials
-
-
-def train_bpe(corpus: list[str], fmt: ChatFormat, vocab_size: int = 1000) -> Tokenizer:
-    """A byte-level BPE tokenizer; special tokens take the first ids."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_BPE_SPLIT), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=_special_tokens(fmt),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus, trainer=trainer)
-    return tok
-
-
 def train_unigram(corpus: list[str], fmt: ChatFormat, vocab_size: int = 700) -> Tokenizer:
     """A Unigram tokenizer over `▁`-marked words with byte fallback.
 
     `vocab_size` counts everything: the learned pieces, the 256 byte pieces and the special
     tokens.
     """
-    specials = _special_tokens(fmt, with_unk=True)
+    specials = special_tokens(fmt, with_unk=True)
     learned = vocab_size - 256
     pre = pre_tokenizers.Sequence([
         pre_tokenizers.Split("\n", behavior="isolated"),
@@ -120,8 +88,6 @@ def train_unigram(corpus: list[str], fmt: ChatFormat, vocab_size: int = 700) -> 
 
 def _unigram_scores(tok: Tokenizer) -> list[tuple[str, float]]:
     """The (piece, log-probability) list of a trained Unigram tokenizer."""
-    import json
-
     return [tuple(p) for p in json.loads(tok.to_str())["model"]["vocab"]]
 
 
@@ -131,7 +97,7 @@ def train_chars(corpus: list[str], fmt: ChatFormat) -> Tokenizer:
     The characters are printable ASCII, newline and whatever else the corpus holds. Decoding
     joins the characters back with nothing in between, so text round-trips exactly.
     """
-    specials = _special_tokens(fmt, with_unk=True)
+    specials = special_tokens(fmt, with_unk=True)
     chars = set(string.printable) - set("\t\r\x0b\x0c")
     for line in corpus:
         chars.update(line)
@@ -150,29 +116,6 @@ TRAINERS: dict[str, Callable[[list[str], ChatFormat], Tokenizer]] = {
     "Unigram (SentencePiece-style)": train_unigram,
     "character-level": train_chars,
 }
-
-
-def wrap(tok: Tokenizer, fmt: ChatFormat) -> PreTrainedTokenizerFast:
-    """A transformers tokenizer around `tok`, carrying the family's chat template.
-
-    Nothing is added to encoded text automatically: Gemma's template writes `<bos>` itself.
-    Padding is on the left, which is what batched generation needs.
-    """
-    vocab = tok.get_vocab()
-    missing = [s for s in fmt.special_tokens if s not in vocab]
-    if missing:
-        raise ValueError(f"special tokens missing from the {fmt.family} vocabulary: {missing}")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=fmt.bos,
-        eos_token=fmt.end_of_turn,
-        pad_token=fmt.pad,
-        unk_token=UNK if UNK in vocab else None,
-        chat_template=fmt.template,
-        padding_side="left",
-        clean_up_tokenization_spaces=False,
-        model_max_length=MAX_LENGTH,
-    )
 
 
 def build_tokenizer(kind: str, fmt: ChatFormat, corpus: list[str]) -> PreTrainedTokenizerFast:

@@ -27,6 +27,9 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, \
     StoppingCriteriaList
 
+from persea.errors import PerseaError
+from persea.models.builtin import builtin_models
+from persea.models.sources import load_hf_dir
 from persea.serve.backends.base import BackendError, Piece, Prepared, Prompt, Reported, \
     Result, Sampling, TokenLogprob, collect
 
@@ -318,15 +321,12 @@ class BuiltinBackend:
 
 def load_builtin(name: str, source: str, torch_threads: int | None = None) -> BuiltinBackend:
     """`source` is a built-in teacher's name (`qwen3-toy`) or a model directory."""
-    from persea.errors import PerseaError
-    from persea.models import load_hf_dir
-    from persea.toyworld.builtin import BUILTIN_TEACHERS
-
-    if source in BUILTIN_TEACHERS:
-        path = BUILTIN_TEACHERS[source].path
+    builtins = builtin_models()
+    if source in builtins:
+        path = builtins[source].path
     else:
         path = Path(source).expanduser()
         if not path.exists():
             raise PerseaError(f"--model {name}={source}: not a built-in teacher "
-                              f"({', '.join(BUILTIN_TEACHERS)}) nor an existing directory")
+                              f"({', '.join(builtins)}) nor an existing directory")
     return BuiltinBackend(name, load_hf_dir(name, path), torch_threads=torch_threads)

@@ -1,4 +1,5 @@
-"""Chat formats of the three model families that the built-in teachers stand in for.
+"""Chat formats of four model families: Qwen, Gemma and gpt-oss (which the toy world's
+built-in teachers stand in for) and Llama 3 (the student's own).
 
 Each is a Jinja chat template stored in the teacher's tokenizer config, applied with
 `tokenizer.apply_chat_template`, exactly as for a real checkpoint. They differ the way the
