@@ -14,7 +14,7 @@ def test_serve_refuses_an_ungated_directory_unless_forced(tmp_path, tiny_model_d
                                                          monkeypatch):
     import shutil
 
-    from persea.serve.serve_cli import ServeOptions, build_backends
+    from persea.cli.serve import ServeOptions, build_backends
 
     model = tmp_path / "ckpt"
     shutil.copytree(tiny_model_dir, model)

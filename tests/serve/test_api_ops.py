@@ -112,7 +112,7 @@ def test_admin_errors_are_in_shape(env):
 def test_first_start_creates_a_default_org_and_one_key(tmp_path):
     from persea.db import upgrade
     from persea.serve.accounts import Accounts
-    from persea.serve.serve_cli import bootstrap
+    from persea.cli.serve import bootstrap
 
     url = f"sqlite:///{tmp_path / 'p.db'}"
     upgrade(url)
@@ -129,7 +129,7 @@ def test_first_start_creates_a_default_org_and_one_key(tmp_path):
 @pytest.mark.parametrize("flag", [["--model", "nameonly"], ["--upstream", "x=ftp://h"],
                                   ["--model", "a=/no/such/dir"]])
 def test_serve_refuses_bad_model_flags(flag):
-    from persea.serve.serve_cli import ServeOptions, build_backends
+    from persea.cli.serve import ServeOptions, build_backends
 
     key = "models" if flag[0] == "--model" else "upstreams"
     with pytest.raises(PerseaError) as err:

@@ -24,6 +24,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from persea.db import make_engine, resolve_url, upgrade
+from persea.db.schema import eval_items, eval_runs, eval_scores
+from persea.errors import PerseaError
+
 COMPLETE, RUNNING, INCOMPLETE = "complete", "running", "incomplete"
 
 
@@ -150,10 +156,6 @@ class RunStore:
         """Copy a complete run into the database (replacing an earlier copy of it)."""
         if self.db_url is None:
             return
-        import sqlalchemy as sa
-
-        from persea.db.schema import eval_items, eval_runs, eval_scores
-
         def write(conn):
             conn.execute(sa.delete(eval_items).where(eval_items.c.run_id == record.run_id))
             conn.execute(sa.delete(eval_scores).where(eval_scores.c.run_id == record.run_id))
@@ -178,14 +180,14 @@ class RunStore:
         write_to_database(self.db_url, write, f"run {record.run_id}")
 
 
+def store_for(project) -> RunStore:
+    """The project's run store: files under `eval.out`, rows in the project database."""
+    return RunStore(project.resolve(project.spec.eval.out), resolve_url(None, project.file))
+
+
 def write_to_database(url: str, write, what: str) -> None:
     """Migrate the database at `url` if needed and run `write(conn)` in one transaction; a
     database that cannot be reached is a clear error naming it (never its password)."""
-    import sqlalchemy as sa
-
-    from persea.db import make_engine, upgrade
-    from persea.errors import PerseaError
-
     engine = make_engine(url)
     try:
         upgrade(engine)

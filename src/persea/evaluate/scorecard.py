@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from persea.evaluate.bootstrap import Interval, bootstrap_ci
-from persea.evaluate.records import RunRecord, RunStore
+from persea.evaluate.records import RunRecord, RunStore, store_for
+from persea.evaluate.targets import STUDENT
 
 
 @dataclass
@@ -145,9 +146,6 @@ def to_png(card: Scorecard, path: Path) -> Path:
 
 def scorecard_for_project(project) -> Scorecard:
     """The project's scorecard: the policy's candidate first, then its teachers."""
-    from persea.evaluate.eval_cli import store_for
-    from persea.evaluate.targets import STUDENT
-
     rel = project.spec.release
     first = [rel.candidate if rel else STUDENT] + [t.name for t in project.spec.teachers]
     return build_scorecard(store_for(project), first,

@@ -74,7 +74,7 @@ def model_target(value: str, project=None) -> Target:
     path = project.resolve(source) if project is not None else Path(source).expanduser()
     if not path.is_dir():
         raise PerseaError(f"--model {value}: {source!r} is not a project teacher, a built-in "
-                          f"teacher ({', '.join(BUILTIN_TEACHERS)}) nor a model directory")
+                          f"teacher ({', '.join(builtins)}) nor a model directory")
     return dir_target(name, path)
 
 

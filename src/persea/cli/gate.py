@@ -7,7 +7,7 @@ def run_gate(project_path, out) -> bool:
     """Print each rule as passed or failed with its numbers, write the gate record, and
     return whether the gate passed."""
     from persea.db import resolve_url
-    from persea.evaluate.eval_cli import store_for
+    from persea.evaluate.records import store_for
     from persea.evaluate.gate import evaluate_gate
     from persea.evaluate.release import write_gate_record
     from persea.project import load_project

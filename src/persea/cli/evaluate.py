@@ -24,17 +24,10 @@ class EvalOptions:
     only_named: bool = False  # evaluate only --model/--endpoint, not the project's models
 
 
-def store_for(project):
-    """The project's run store: files under `eval.out`, rows in the project database."""
-    from persea.db import resolve_url
-    from persea.evaluate.records import RunStore
-
-    return RunStore(project.resolve(project.spec.eval.out), resolve_url(None, project.file))
-
-
 def run_eval(options: EvalOptions, console=None, note=print) -> list:
     """Every chosen model on every chosen suite; returns the run records."""
     from persea.evaluate.lmeval import run_lmeval_suite, task_manager
+    from persea.evaluate.records import store_for
     from persea.evaluate.runner import make_progress, run_item_suite
     from persea.evaluate.suites import TOYWORLD, ToyworldSuite, parse_suite
     from persea.evaluate.targets import default_targets, endpoint_target, model_target
