@@ -70,7 +70,7 @@ class MemoryAccounts:
     def reserve_op(self, caller, model, prompt_tokens, max_tokens, request_id):
         from datetime import datetime, timezone
 
-        from persea.serve.accounts import Reservation
+        from persea.accounts import Reservation
 
         reservation = Reservation(request_id, request_id, caller.org_id, caller.key_id, model,
                                   Decimal(0), datetime.now(timezone.utc))
@@ -109,7 +109,7 @@ class MemoryWriter:
 def serve_gateway(port: int, db_url: str, upstream: str, variant: str) -> None:
     import uvicorn
     from persea.db import make_engine
-    from persea.serve.accounts import Accounts
+    from persea.accounts import Accounts
     from persea.serve.app import create_app
     from persea.serve.backends.upstream import UpstreamBackend
 
@@ -146,7 +146,7 @@ def _wait_ready(url: str, proc: subprocess.Popen, headers: dict) -> None:
 
 def _prepare_database(db_url: str) -> str:
     from persea.db import upgrade
-    from persea.serve.accounts import Accounts, Price
+    from persea.accounts import Accounts, Price
 
     upgrade(db_url)
     acc = Accounts(db_url)

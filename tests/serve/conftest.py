@@ -92,7 +92,7 @@ def clock():
 
 @pytest.fixture
 def accounts(migrated_url, clock):
-    from persea.serve.accounts import Accounts
+    from persea.accounts import Accounts
 
     acc = Accounts(migrated_url, clock=clock, actor="test")
     yield acc

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from persea.db import upgrade
 from persea.db.schema import usage_records
-from persea.serve.accounts import Accounts, Price
+from persea.accounts import Accounts, Price
 from persea.serve.app import create_app
 from persea.serve.backends.builtin import BuiltinBackend
 from persea.serve.backends.upstream import UpstreamBackend

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 from persea.db.schema import metadata
 from persea.errors import PerseaError
-from persea.serve import audit
-from persea.serve.accounts import InvalidKey, ModelNotAllowed, Price
+from persea.accounts import audit
+from persea.accounts import InvalidKey, ModelNotAllowed, Price
 
 PRICES = {"persea-small": Price(Decimal("0.50"), Decimal("1.50")),
           "persea-large": Price(Decimal("3"), Decimal("15"))}
@@ -140,7 +140,7 @@ def test_admin_actions_are_audited_without_key_material(accounts, org):
     for new in keys:
         assert new.raw_key not in text and new.raw_key[4:] not in text
         assert new.info.prefix not in text
-    from persea.serve.account_types import hash_key
+    from persea.accounts.types import hash_key
     assert not any(hash_key(k.raw_key) in text for k in keys)
 
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 import yaml
 
-from persea.serve.accounts import Accounts, InvalidKey
+from persea.accounts import Accounts, InvalidKey
 from tests.cli_helpers import run_cli
 
 KEY = re.compile(r"^psk-[A-Za-z0-9_-]{43}$", re.M)

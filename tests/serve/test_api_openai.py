@@ -207,7 +207,7 @@ def test_a_gateway_can_be_another_gateways_upstream(env, tmp_path):
 
     from persea.db import upgrade
     from persea.db.schema import usage_records
-    from persea.serve.accounts import Accounts
+    from persea.accounts import Accounts
     from persea.serve.app import create_app
     from persea.serve.backends.upstream import UpstreamBackend
     from tests.serve.gateway_env import PRICE

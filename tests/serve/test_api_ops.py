@@ -111,7 +111,7 @@ def test_admin_errors_are_in_shape(env):
 
 def test_first_start_creates_a_default_org_and_one_key(tmp_path):
     from persea.db import upgrade
-    from persea.serve.accounts import Accounts
+    from persea.accounts import Accounts
     from persea.cli.serve import bootstrap
 
     url = f"sqlite:///{tmp_path / 'p.db'}"
@@ -141,7 +141,7 @@ def test_start_gives_back_reservations_a_killed_gateway_left(tmp_path):
     from datetime import datetime, timedelta, timezone
 
     from persea.db import upgrade
-    from persea.serve.accounts import Accounts
+    from persea.accounts import Accounts
     from persea.serve.app import create_app
     from tests.serve.gateway_env import populate
     from tests.serve.stub_upstream import LiveServer

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from persea.db.schema import usage_records
-from persea.serve.accounts import Price
-from persea.serve.billing import invoice, usage
+from persea.accounts import Price
+from persea.accounts.billing import invoice, usage
 
 # prices chosen so float arithmetic would drift: 0.1, 0.2, 0.3 have no exact binary form
 PRICES = {"small": Price(Decimal("0.1"), Decimal("0.3")),

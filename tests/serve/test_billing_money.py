@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from persea.serve.money import (Price, format_money, money_json, month_of, parse_amount,
+from persea.accounts.money import (Price, format_money, money_json, month_of, parse_amount,
                                 parse_month, parse_price)
 
 

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from persea.db.schema import reservations, usage_records
-from persea.serve.accounts import (Accounts, AccountsError, BudgetExhausted, Price)
+from persea.accounts import (Accounts, AccountsError, BudgetExhausted, Price)
 
 # output 1 per million tokens: a request reserving 1000 output tokens holds exactly 0.001
 PRICES = {"m": Price(Decimal("0.2"), Decimal("1"))}
@@ -207,7 +207,7 @@ def test_token_counts_out_of_range_are_refused_and_hold_nothing(accounts, caller
 KILLED_GATEWAY = """
 import os, signal, sys
 from datetime import datetime, timedelta, timezone
-from persea.serve.accounts import Accounts
+from persea.accounts import Accounts
 clock = lambda: datetime(2026, 3, 14, 12, 0, tzinfo=timezone.utc)
 acc = Accounts(sys.argv[1], clock=clock, reservation_ttl=timedelta(minutes=15))
 res = acc.reserve(acc.authenticate(sys.argv[2]), "m", 0, 20_000, "killed-mid-request")

@@ -1,4 +1,4 @@
-"""Group commit (persea.serve.writer): many ops, one transaction, each with its own answer.
+"""Group commit (persea.accounts.writer): many ops, one transaction, each with its own answer.
 
 A batch is built on purpose by queueing ops on a writer that is not started yet; the writer
 then takes them all at once. Runs on SQLite and PostgreSQL (the `accounts` fixture)."""
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from persea.db.schema import reservations, usage_records
-from persea.serve.accounts import Accounts, AccountsError, BudgetExhausted, Price
-from persea.serve.writer import GroupWriter, WriterClosed
+from persea.accounts import Accounts, AccountsError, BudgetExhausted, Price
+from persea.accounts.writer import GroupWriter, WriterClosed
 from tests.serve.gateway_env import PRICE, start_env, stop_env, toy_model  # noqa: F401
 
 # output 1 per million tokens: reserving 1000 output tokens holds exactly 0.001
@@ -242,7 +242,7 @@ def test_wal_checkpoints_leave_the_commit_path(tmp_path):
     connection) and its own checkpoint copies the whole WAL back; closing restores the
     default for connections made afterwards."""
     from persea.db import make_engine
-    from persea.serve.writer import WalCheckpointer
+    from persea.accounts.writer import WalCheckpointer
 
     engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
     with engine.begin() as conn:

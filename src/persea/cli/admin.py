@@ -1,6 +1,6 @@
 """The admin commands: `persea orgs|keys|plans|usage|billing|audit`.
 
-Each command is a thin wrapper over `persea.serve.accounts` / `persea.serve.billing`: parse
+Each command is a thin wrapper over `persea.accounts` / `persea.accounts.billing`: parse
 the flags, call one method, print a table. Every command takes `--db URL` (or $PERSEA_DB) or
 `--project DIR` (the project's database), and migrates the database to the newest schema
 before it starts, so a fresh directory just works. Heavy imports stay inside the commands.
@@ -42,8 +42,8 @@ def open_accounts(db: str | None, project: Path | None):
     import sqlalchemy as sa
 
     from persea.db import resolve_url, upgrade
-    from persea.serve.accounts import Accounts
-    from persea.serve.audit import default_actor
+    from persea.accounts import Accounts
+    from persea.accounts.audit import default_actor
 
     url = resolve_url(db, project)
     try:
@@ -60,7 +60,7 @@ def open_accounts(db: str | None, project: Path | None):
 
 
 def _money(value) -> str:
-    from persea.serve.money import format_money
+    from persea.accounts.money import format_money
 
     return "unlimited" if value is None else format_money(value)
 
@@ -70,7 +70,7 @@ def _when(moment: datetime | None) -> str:
 
 
 def _month(value: Optional[str]) -> Optional[str]:
-    from persea.serve.money import parse_month
+    from persea.accounts.money import parse_month
 
     try:
         return None if value is None else parse_month(value)
@@ -163,7 +163,7 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (see `perse
 # -- plans ------------------------------------------------------------------------------------
 
 def _prices(values: list[str] | None) -> dict:
-    from persea.serve.money import parse_price
+    from persea.accounts.money import parse_price
 
     prices = {}
     for text in values or []:
@@ -176,7 +176,7 @@ def _prices(values: list[str] | None) -> dict:
 
 
 def _budget(text: Optional[str]):
-    from persea.serve.money import parse_amount
+    from persea.accounts.money import parse_amount
 
     if text is None or text.strip().lower() in ("none", "unlimited"):
         return None
@@ -223,7 +223,7 @@ def plans_update(name: str = typer.Argument(..., help="Plan name."),
                  logprobs: Optional[int] = typer.Option(None, "--logprobs"),
                  db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """Change a plan's prices, limits or budget (only what is given)."""
-    from persea.serve.admin import UNSET
+    from persea.accounts.admin import UNSET
 
     unlimited_if_zero = lambda v: UNSET if v is None else (v or None)  # noqa: E731
     given = {"rpm": unlimited_if_zero(rpm), "tpm": unlimited_if_zero(tpm),
@@ -269,7 +269,7 @@ def usage(org: str = OrgOpt,
           month: Optional[str] = typer.Option(None, "--month", help="YYYY-MM (default: now)."),
           db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """An organisation's usage in a month: per model, and against its budget."""
-    from persea.serve.billing import usage as month_usage
+    from persea.accounts.billing import usage as month_usage
 
     summary = month_usage(open_accounts(db, project), org, _month(month))
     inv = summary.invoice
@@ -290,7 +290,7 @@ def billing_invoice(org: str = OrgOpt,
                     as_json: bool = typer.Option(False, "--json", help="JSON instead of Markdown."),
                     db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """An organisation's invoice for a month: lines per model, the exact total."""
-    from persea.serve.billing import invoice
+    from persea.accounts.billing import invoice
 
     inv = invoice(open_accounts(db, project), org, _month(month))
     print(json.dumps(inv.to_json(), indent=2) if as_json else inv.to_markdown(), end="\n")
@@ -310,7 +310,7 @@ def audit(limit: int = typer.Option(50, help="How many of the newest entries."),
           target: Optional[str] = typer.Option(None, help="Only entries about this id/name."),
           db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """The audit log of admin actions, newest first."""
-    from persea.serve import audit as audit_log
+    from persea.accounts import audit as audit_log
 
     accounts = open_accounts(db, project)
     table = Table("when", "actor", "action", Column("target", no_wrap=True), "details")

@@ -87,7 +87,7 @@ def build_backends(options: ServeOptions) -> dict:
 def bootstrap(accounts, models: list[str]) -> str | None:
     """On an empty database: a default plan pricing `models`, org `default`, a first key.
     Returns the raw key (to print once), or None when the database already has orgs."""
-    from persea.serve.money import Price
+    from persea.accounts.money import Price
 
     if accounts.orgs():
         return None
@@ -107,7 +107,7 @@ def run_serve(options: ServeOptions, echo=print) -> None:
     import uvicorn
 
     from persea.db import resolve_url, upgrade
-    from persea.serve.accounts import Accounts
+    from persea.accounts import Accounts
     from persea.serve.app import create_app
     from persea.serve.limits import make_limiter
 

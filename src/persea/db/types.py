@@ -9,7 +9,7 @@ Money is a `Decimal` in Python and exact in both databases, never a float:
   9.2 million currency units per stored value; a value past it is refused, never rounded.
 
 Twelve decimal places are what a per-token cost needs: prices are accepted to six decimal
-places per million tokens (see `persea.serve.money`), so price x tokens / 10^6 always fits.
+places per million tokens (see `persea.accounts.money`), so price x tokens / 10^6 always fits.
 """
 
 from __future__ import annotations

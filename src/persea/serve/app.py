@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 
 from persea.errors import PerseaError
-from persea.serve.accounts import Accounts, AccountsError
+from persea.accounts import Accounts, AccountsError
 from persea.serve.backends.base import Backend
 from persea.serve.errors import ApiError, EdgeMiddleware, error_response, \
     install_error_handlers

@@ -6,7 +6,7 @@
     -> settle with the exact counts  |  release when the backend failed (nothing charged)
 
 `Accounts` is synchronous (SQLAlchemy). Reads run on a small thread pool; every write goes
-through one group-commit writer (`persea.serve.writer`): the reserves, settles and releases
+through one group-commit writer (`persea.accounts.writer`): the reserves, settles and releases
 queued at one moment share one transaction and one commit, each with its own conditional
 statement and its own answer. A whole (non-streamed) answer is sent before its usage record
 is written (`settle_soon`): the counts are exact by then and the reservation already covers
@@ -25,13 +25,13 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from persea.serve.accounts import Accounts, AccountsError, Caller, Reservation
+from persea.accounts import Accounts, AccountsError, Caller, Reservation
 from persea.serve.backends.base import Backend, Prepared, Prompt, Sampling
 from persea.serve.errors import ApiError, bad_request
 from persea.serve.limits import Ask, Limiter, retry_after_header
 from persea.serve.metrics import Metrics
 from persea.serve.wire import AnyRequest, refuse_unsupported
-from persea.serve.writer import GroupWriter, WalCheckpointer, WriterClosed
+from persea.accounts.writer import GroupWriter, WalCheckpointer, WriterClosed
 
 log = logging.getLogger("persea.serve")
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from persea.errors import PerseaError
 from persea.serve.errors import ApiError, validation_error
-from persea.serve.money import Price, money_json, month_of, parse_amount, parse_month
+from persea.accounts.money import Price, money_json, month_of, parse_amount, parse_month
 
 router = APIRouter(prefix="/admin")
 

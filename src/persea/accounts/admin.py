@@ -1,6 +1,6 @@
 """Admin operations on accounts: plans, organisations (tenants) and API keys.
 
-`Accounts` (persea.serve.accounts) inherits these methods. Every change writes one audit row
+`Accounts` (persea.accounts.service) inherits these methods. Every change writes one audit row
 in the same transaction, never holding a secret; bad input raises `PerseaError` with a
 one-line message for a person (the CLI prints it in red). A raw API key exists only in the
 `NewKey` that `create_key` returns: the database keeps its SHA-256 and a display prefix.
@@ -18,12 +18,12 @@ from typing import Iterable, Mapping
 
 import sqlalchemy as sa
 
+from persea.accounts import audit
+from persea.accounts.money import PRICE_PLACES, Price, money_json, parse_amount
+from persea.accounts.types import KEY_PREFIX, PlanTerms, hash_key, load_plan, new_id
 from persea.db import READ_ONLY
 from persea.db.schema import api_keys, orgs, plan_prices, plans
 from persea.errors import PerseaError
-from persea.serve import audit
-from persea.serve.account_types import KEY_PREFIX, PlanTerms, hash_key, load_plan, new_id
-from persea.serve.money import PRICE_PLACES, Price, money_json, parse_amount
 
 KEY_BYTES = 32  # 256 random bits from `secrets`
 DISPLAY_CHARS = 4  # random characters kept for display: 24 of the 256 bits, not a secret

@@ -15,10 +15,10 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import sqlalchemy as sa
 
+from persea.accounts.money import CURRENCY, format_money, money_json, month_of
+from persea.accounts.service import Accounts
 from persea.db import READ_ONLY
 from persea.db.schema import usage_records
-from persea.serve.accounts import Accounts
-from persea.serve.money import CURRENCY, format_money, money_json, month_of
 
 CENT = Decimal("0.01")
 

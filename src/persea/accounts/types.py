@@ -1,6 +1,6 @@
 """The value types and errors of accounts, shared by the request path and admin.
 
-`persea.serve.accounts` re-exports all of them: that is where the gateway imports them from.
+`persea.accounts` re-exports them: that is where the gateway imports them from.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Mapping
 
 import sqlalchemy as sa
 
+from persea.accounts.money import Price
 from persea.db.schema import plan_prices, plans
 from persea.db.types import Money
-from persea.serve.money import Price
 
 KEY_PREFIX = "psk-"
 

@@ -5,12 +5,12 @@ prompt plus `max_tokens`, held against the org's monthly budget in one atomic UP
 generation -> `settle` (exactly one usage record, the exact cost charged, the rest given
 back) or `release` (the backend failed: nothing charged). `reconcile()` at gateway start
 gives back what a killed gateway left held. Admin operations (create org, plan, key; revoke)
-come from `AccountAdmin` in `persea.serve.admin`; every one writes an audit row.
+come from `AccountAdmin` in `persea.accounts.admin`; every one writes an audit row.
 
 All methods are synchronous and thread-safe; call them from a thread pool in async code.
 `reserve_op`, `settle_op` and `release_op` build the same writes as functions of a
-connection, for the gateway's group-commit writer (`persea.serve.writer`), which applies
-many of them in one transaction; their SQL is built once in `persea.serve.ledger`.
+connection, for the gateway's group-commit writer (`persea.accounts.writer`), which applies
+many of them in one transaction; their SQL is built once in `persea.accounts.ledger`.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from typing import Callable, TypeVar
 
 import sqlalchemy as sa
 
+from persea.accounts import ledger
+from persea.accounts.admin import AccountAdmin
+from persea.accounts.money import Price, money_json, month_of
+from persea.accounts.types import (AccountsError, BudgetExhausted, Caller, InvalidKey,
+                                   ModelNotAllowed, PlanTerms, Reservation, UsageRecord,
+                                   hash_key, load_plan, new_id, utcnow)
 from persea.db import READ_ONLY, make_engine
 from persea.db.schema import api_keys, balances, orgs, plans, reservations
-from persea.serve import ledger
-from persea.serve.account_types import (AccountsError, BudgetExhausted, Caller, InvalidKey,
-                                        ModelNotAllowed, PlanTerms, Reservation, UsageRecord,
-                                        hash_key, load_plan, new_id, utcnow)
-from persea.serve.admin import AccountAdmin
-from persea.serve.money import Price, money_json, month_of
 
 T = TypeVar("T")
 MAX_TOKENS = 2**31 - 1  # per request and kind; usage columns are 32-bit INTEGER
@@ -142,7 +142,7 @@ class Accounts(AccountAdmin):
         with self.engine.begin() as conn:
             return op(conn)
 
-    # -- the same, as ops for a group commit (persea.serve.writer) --------------------
+    # -- the same, as ops for a group commit (persea.accounts.writer) --------------------
     # Each checks its arguments at once (a bad one raises here, before anything is queued)
     # and returns a function of a connection that does the whole write inside whatever
     # transaction it is given: alone above, or in a batch with many others. The contract
