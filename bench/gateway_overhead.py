@@ -47,7 +47,7 @@ BODY = {"model": "stub", "messages": [{"role": "user", "content": "Say hello."}]
 def serve_stub(port: int) -> None:
     import uvicorn
 
-    from tests.serve.stub_upstream import StubUpstream
+    from persea.serve.stub_upstream import StubUpstream
 
     uvicorn.run(StubUpstream(), host="127.0.0.1", port=port, log_level="error",
                 access_log=False)
@@ -259,7 +259,7 @@ def main() -> None:
     if args.role in ("gateway", "gateway-memory", "gateway-normal"):
         return serve_gateway(args.port, args.db, args.upstream, args.role.partition("-")[2])
 
-    from tests.serve.stub_upstream import free_port
+    from persea.serve.stub_upstream import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         sqlite_url = f"sqlite:///{Path(tmp) / 'bench.db'}"

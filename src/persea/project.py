@@ -7,12 +7,14 @@ unknown fields are mistakes too, since a misspelt option silently ignored is wor
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from persea.db import resolve_url
 from persea.errors import PerseaError
 
 PROJECT_FILE = "persea.yaml"
@@ -277,3 +279,15 @@ def load_project(path: str | Path | None = None) -> LoadedProject:
         problem = getattr(err, "problem", None) or "invalid YAML"
         raise PerseaError(f"{file}: not valid YAML{where}: {problem}") from None
     return LoadedProject(parse_project(data, str(file)), file.parent.resolve(), file)
+
+
+def database_url(db: str | None = None,
+                 project: "str | Path | LoadedProject | None" = None) -> str:
+    """The database of a command: `db` (the --db flag) or $PERSEA_DB first (the project file
+    is then not read); else the project's `database.url` or its `persea.db`; else
+    `persea.db` in the current directory (see `persea.db.resolve_url`)."""
+    if db or os.environ.get("PERSEA_DB") or project is None:
+        return resolve_url(db)
+    loaded = project if isinstance(project, LoadedProject) else load_project(project)
+    configured = loaded.spec.database.url if loaded.spec.database is not None else None
+    return resolve_url(None, loaded.root, configured)

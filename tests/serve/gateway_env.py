@@ -21,7 +21,7 @@ from persea.accounts import Accounts, Price
 from persea.serve.app import create_app
 from persea.serve.backends.builtin import BuiltinBackend
 from persea.serve.backends.upstream import UpstreamBackend
-from tests.serve.stub_upstream import LiveServer, StubUpstream
+from persea.serve.stub_upstream import LiveServer, StubUpstream
 
 ADMIN_TOKEN = "admin-" + "x" * 32
 PRICE = Price(Decimal("1.00"), Decimal("2.00"))

@@ -75,7 +75,7 @@ def test_rate_limits_in_redis_through_the_gateway(tmp_path, toy_model):
 
 def test_unreachable_redis_fails_closed_with_503(tmp_path, toy_model):
     from persea.serve.limits import RedisLimiter
-    from tests.serve.stub_upstream import free_port
+    from persea.serve.stub_upstream import free_port
 
     dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     env, stub_server = start_env(f"sqlite:///{tmp_path / 'p.db'}", toy_model,

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.serve.gateway_env import PRICE, env, toy_model  # noqa: F401 - fixtures
-from tests.serve.stub_upstream import REPLY
+from persea.serve.stub_upstream import REPLY
 
 CHAT = [{"role": "user", "content": "What is 12 plus 30?"}]
 RAMBLE = "Once upon a time"  # the toy model continues this for 100+ tokens at temperature 0
@@ -211,7 +211,7 @@ def test_a_gateway_can_be_another_gateways_upstream(env, tmp_path):
     from persea.serve.app import create_app
     from persea.serve.backends.upstream import UpstreamBackend
     from tests.serve.gateway_env import PRICE
-    from tests.serve.stub_upstream import LiveServer
+    from persea.serve.stub_upstream import LiveServer
 
     url = f"sqlite:///{tmp_path / 'front.db'}"
     upgrade(url)

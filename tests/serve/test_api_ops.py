@@ -144,7 +144,7 @@ def test_start_gives_back_reservations_a_killed_gateway_left(tmp_path):
     from persea.accounts import Accounts
     from persea.serve.app import create_app
     from tests.serve.gateway_env import populate
-    from tests.serve.stub_upstream import LiveServer
+    from persea.serve.stub_upstream import LiveServer
 
     url = f"sqlite:///{tmp_path / 'p.db'}"
     upgrade(url)

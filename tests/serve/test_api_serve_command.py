@@ -14,7 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.serve.stub_upstream import free_port
+from persea.serve.stub_upstream import free_port
 
 PERSEA = Path(sys.executable).parent / "persea"
 

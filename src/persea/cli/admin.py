@@ -41,11 +41,12 @@ def open_accounts(db: str | None, project: Path | None):
     """The accounts database the flags point at, migrated; PerseaError when unusable."""
     import sqlalchemy as sa
 
-    from persea.db import resolve_url, upgrade
+    from persea.db import upgrade
+    from persea.project import database_url
     from persea.accounts import Accounts
     from persea.accounts.audit import default_actor
 
-    url = resolve_url(db, project)
+    url = database_url(db, project)
     try:
         shown = sa.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:

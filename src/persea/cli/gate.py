@@ -6,11 +6,10 @@ from __future__ import annotations
 def run_gate(project_path, out) -> bool:
     """Print each rule as passed or failed with its numbers, write the gate record, and
     return whether the gate passed."""
-    from persea.db import resolve_url
     from persea.evaluate.records import store_for
     from persea.evaluate.gate import evaluate_gate
     from persea.evaluate.release import write_gate_record
-    from persea.project import load_project
+    from persea.project import database_url, load_project
 
     project = load_project(project_path)
     result = evaluate_gate(project, store_for(project))
@@ -22,7 +21,7 @@ def run_gate(project_path, out) -> bool:
         for c in rule.checks:
             sub = "[green]ok[/green]  " if c.passed else "[red]no[/red]  "
             out.print(f"     {sub}{c.metric}: {c.detail}", highlight=False, soft_wrap=True)
-    record = write_gate_record(project, result, resolve_url(None, project.file))
+    record = write_gate_record(project, result, database_url(project=project))
     verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
     out.print(f"gate {verdict}: record {record['id']} "
               f"({project.root / 'gates' / (record['id'] + '.json')})", highlight=False, soft_wrap=True)

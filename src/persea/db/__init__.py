@@ -25,24 +25,23 @@ def default_url(directory: Path | str = ".") -> str:
     return f"sqlite:///{(Path(directory) / 'persea.db').resolve()}"
 
 
-def resolve_url(db: str | None = None, project: "str | Path | None" = None) -> str:
+def resolve_url(db: str | None = None, root: Path | None = None,
+                configured: str | None = None) -> str:
     """Which database a command uses: `db` (the --db flag) or $PERSEA_DB first; else the
-    project's `database.url` (a relative SQLite path counts from the project directory) or
-    its `persea.db` when a project is given; else `persea.db` in the current directory."""
+    `configured` URL of a project at `root` (a relative SQLite path counts from `root`) or
+    its `persea.db`; else `persea.db` in the current directory. Reading the project file is
+    the caller's job (`persea.project.database_url`)."""
     db = db or os.environ.get("PERSEA_DB")
     if db:
         return db
-    if project is None:
+    if root is None:
         return default_url(".")
-    from persea.project import load_project
-
-    loaded = load_project(project)
-    if loaded.spec.database is None:
-        return default_url(loaded.root)
-    url = sa.make_url(loaded.spec.database.url)
+    if configured is None:
+        return default_url(root)
+    url = sa.make_url(configured)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
             and not Path(url.database).is_absolute():
-        url = url.set(database=str((loaded.root / url.database).resolve()))
+        url = url.set(database=str((Path(root) / url.database).resolve()))
     return url.render_as_string(hide_password=False)
 
 

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from persea.db import make_engine, resolve_url, upgrade
+from persea.db import make_engine, upgrade
 from persea.db.schema import eval_items, eval_runs, eval_scores
 from persea.errors import PerseaError
+from persea.project import database_url
 
 COMPLETE, RUNNING, INCOMPLETE = "complete", "running", "incomplete"
 
@@ -182,7 +183,7 @@ class RunStore:
 
 def store_for(project) -> RunStore:
     """The project's run store: files under `eval.out`, rows in the project database."""
-    return RunStore(project.resolve(project.spec.eval.out), resolve_url(None, project.file))
+    return RunStore(project.resolve(project.spec.eval.out), database_url(project=project))
 
 
 def write_to_database(url: str, write, what: str) -> None:

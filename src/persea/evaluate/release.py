@@ -96,8 +96,8 @@ def require_release(project_or_none, model_dir, force: bool = False,
                     db: str | None = None) -> dict:
     """Allow `model_dir` out only with a passing gate for its current weights, or forced
     (with a reason). Returns the release record; raises PerseaError when refused."""
-    from persea.db import resolve_url
     from persea.db.schema import release_records
+    from persea.project import database_url
     from persea.models.fingerprint import fingerprint_model_dir
 
     project = _load_project(project_or_none)
@@ -130,7 +130,7 @@ def require_release(project_or_none, model_dir, force: bool = False,
                 f.write(json.dumps(record, sort_keys=True) + "\n")
         except OSError:
             pass  # a read-only model directory: the database row below still records it
-    url = resolve_url(db, project.file if project is not None else None)
+    url = database_url(db, project)
     _db_rows(url, release_records, {**record, "created_at": now},
              f"release record {record['id']}")
     return record

@@ -1,4 +1,5 @@
-"""A tiny OpenAI-shaped upstream for tests and the gateway benchmark, as a bare ASGI app.
+"""A tiny OpenAI-shaped upstream, as a bare ASGI app: the gateway's tests and its overhead
+benchmark (bench/gateway_overhead.py) both serve through it.
 
 It answers `POST /v1/chat/completions` and `POST /v1/completions` with a canned reply, one
 word per token, whole or streamed, always with `usage` (streams: in a last chunk when
