@@ -10,6 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from persea.cli.admin import register as register_admin_commands
+from persea.cli.evaluate import EvalOptions, run_eval
+from persea.cli.gate import run_gate
+from persea.cli.serve import ServeOptions, run_serve
 from persea.errors import PerseaError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -160,8 +164,6 @@ def eval_(project: Optional[Path] = ProjectOpt,
           batch_size: Optional[int] = typer.Option(None, help="Prompts per batch."),
           rerun: bool = typer.Option(False, help="Run again even where a complete run exists.")):
     """Evaluate the student, every teacher and any rival; each run is stored as a record."""
-    from persea.cli.evaluate import EvalOptions, run_eval
-
     records = run_eval(EvalOptions(
         project=project, models=list(model or []), endpoints=list(endpoint or []),
         served_model=served_model, timeout=timeout, suites=list(suite or ["toyworld"]),
@@ -209,8 +211,6 @@ def scorecard(project: Optional[Path] = ProjectOpt):
 def gate(project: Optional[Path] = ProjectOpt):
     """Check the candidate against the project's release policy: each rule passed or failed
     with its numbers; exit status 1 when the gate fails (2 for bad input)."""
-    from persea.cli.gate import run_gate
-
     if not run_gate(project, out):
         sys.exit(1)  # not typer.Exit: click returns that code, and main() would drop it
 
@@ -254,8 +254,6 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
               None, help="Who forces it (default: the OS user).")):
     """Serve the models through the OpenAI-compatible API, with keys, limits and metering.
     A model directory is served only once released (a passing `persea gate`)."""
-    from persea.cli.serve import ServeOptions, run_serve
-
     run_serve(ServeOptions(host=host, port=port, db=db, models=list(model or []),
                            upstreams=list(upstream or []), redis=redis,
                            admin_token=admin_token, force_release=force_release,
@@ -263,15 +261,9 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
               echo=lambda line: out.print(line, soft_wrap=True, highlight=False))
 
 
-def _register_admin_commands() -> None:
-    """orgs, keys, plans, usage, billing, audit: the gateway's admin (persea.cli.admin,
-    which imports its heavy modules only when a command runs)."""
-    from persea.cli.admin import register
-
-    register(app)
-
-
-_register_admin_commands()
+# orgs, keys, plans, usage, billing, audit: the gateway's admin (persea.cli.admin, which
+# imports its modules only when a command runs).
+register_admin_commands(app)
 
 
 def _quiet_libraries() -> None:

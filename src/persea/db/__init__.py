@@ -15,6 +15,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from persea.errors import PerseaError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30.0
 READ_ONLY = {"persea_read": True}  # execution option: a read-only transaction (SQLite: DEFERRED)
@@ -63,8 +65,6 @@ def make_engine(url: str, **kwargs) -> sa.Engine:
         return sa.create_engine(url, **kwargs)
     synchronous = parsed.query.get("synchronous", "full")
     if synchronous not in SQLITE_SYNCHRONOUS:
-        from persea.errors import PerseaError
-
         raise PerseaError(f"database URL: synchronous={synchronous!r}; expected one of "
                           f"{', '.join(SQLITE_SYNCHRONOUS)}")
     parsed = parsed.difference_update_query(["synchronous"])

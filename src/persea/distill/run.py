@@ -13,6 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from persea.distill.curves import plot_losses
+from persea.distill.weighting import example_weights
 from persea.errors import PerseaError
 from persea.skills import get_world, skill_accuracy
 
@@ -93,7 +95,6 @@ def run_distill(project, progress=None) -> DistillResult:
     from persea.distill.student import (build_student_model, harvest_corpus,
                                         train_student_tokenizer)
     from persea.distill.trainer import train
-    from persea.distill.weighting import example_weights
 
     spec = project.spec.distill
     teachers = spec.teachers or [t.name for t in project.spec.teachers]
@@ -146,8 +147,6 @@ def run_distill(project, progress=None) -> DistillResult:
         tokenizer.save_pretrained(str(tmp))
         shutil.rmtree(student_dir, ignore_errors=True)
         tmp.rename(student_dir)
-        from persea.distill.curves import plot_losses
-
         plot_losses(run_dir / "loss.csv", run_dir / "loss.png")
     else:
         summary.pop("model")

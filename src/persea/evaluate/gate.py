@@ -25,6 +25,8 @@ from persea.evaluate.bootstrap import paired_diff_ci
 from persea.evaluate.records import RunRecord, RunStore
 from persea.evaluate.scorecard import metric_values
 from persea.evaluate.suites import TOYWORLD, toyworld_metric_names
+from persea.evaluate.targets import STUDENT, student_dir
+from persea.models.fingerprint import fingerprint_model_dir
 
 
 @dataclass
@@ -84,9 +86,6 @@ class _Scores:
 
 def candidate_fingerprint(project, candidate: str) -> tuple[str | None, Path | None]:
     """The candidate's current weights (for the student: its directory now)."""
-    from persea.evaluate.targets import STUDENT, student_dir
-    from persea.models.fingerprint import fingerprint_model_dir
-
     if candidate == STUDENT:
         d = student_dir(project)
         if not (d / "config.json").is_file():

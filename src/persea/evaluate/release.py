@@ -21,8 +21,11 @@ import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
+from persea.db.schema import gate_records, release_records
 from persea.errors import PerseaError
 from persea.evaluate.records import write_to_database
+from persea.models.fingerprint import fingerprint_model_dir
+from persea.project import database_url, load_project
 
 GATE_FILE = "release-gate.json"
 RELEASE_LOG = "release-log.jsonl"
@@ -50,8 +53,6 @@ def _write_json(path: Path, data: dict) -> None:
 
 def write_gate_record(project, result, db_url: str | None) -> dict:
     """Record a gate verdict (file, database row, and a copy in the model directory)."""
-    from persea.db.schema import gate_records
-
     now = _now()
     record = {"id": _new_id("gate"), "created_at": now.isoformat(),
               "verdict": "passed" if result.passed else "failed", **result.to_dict()}
@@ -70,8 +71,6 @@ def _load_project(project_or_none):
         return None
     if hasattr(project_or_none, "spec"):
         return project_or_none
-    from persea.project import load_project
-
     return load_project(project_or_none)
 
 
@@ -96,10 +95,6 @@ def require_release(project_or_none, model_dir, force: bool = False,
                     db: str | None = None) -> dict:
     """Allow `model_dir` out only with a passing gate for its current weights, or forced
     (with a reason). Returns the release record; raises PerseaError when refused."""
-    from persea.db.schema import release_records
-    from persea.project import database_url
-    from persea.models.fingerprint import fingerprint_model_dir
-
     project = _load_project(project_or_none)
     model_dir = Path(model_dir).expanduser()
     if not (model_dir / "config.json").is_file():

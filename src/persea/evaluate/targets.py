@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from persea.errors import PerseaError
 from persea.models.builtin import builtin_models
+from persea.models.remote import EndpointModel
 
 STUDENT = "student"
 
@@ -104,8 +105,6 @@ def endpoint_target(value: str, served_model: str | None, timeout: float,
                           "OpenAI-compatible server, ending in /v1")
 
     def load():
-        from persea.models.remote import EndpointModel
-
         return _Endpoint(EndpointModel(name, url, served_model or name, api_key_env,
                                        timeout=timeout, max_retries=0), timeout)
 

@@ -22,6 +22,7 @@ from persea.errors import PerseaError
 from persea.harvest import prompts as prompt_io
 from persea.harvest import cross, quant, shards
 from persea.models.fingerprint import sha256_file
+from persea.models.vllm_backend import load_vllm, vllm_available
 from persea.skills import get_world
 
 FORMAT = "persea-harvest/1"
@@ -115,11 +116,7 @@ def pick_backend(spec, kind: str, project=None):
     from persea.models.sources import load_teacher
 
     if kind != "transformers" and (spec.path or spec.hub or spec.builtin):
-        from persea.models.vllm_backend import vllm_available
-
         if kind == "vllm" or vllm_available():
-            from persea.models.vllm_backend import load_vllm
-
             return load_vllm(spec, project)
     return load_teacher(spec, project)
 

@@ -16,6 +16,7 @@ from persea.models.fingerprint import fingerprint_files, fingerprint_model_dir, 
 from persea.models.gguf_file import check_gguf
 from persea.models.hf import HFModel
 from persea.models.hub import hub_endpoint, offline_by_env, reachable
+from persea.models.remote import EndpointModel
 
 
 def _load_transformers(location: str, **kwargs):
@@ -97,6 +98,4 @@ def load_teacher(spec, project=None):
         return load_hub(spec.name, spec.hub, spec.revision, spec.chat_template)
     if spec.gguf is not None:
         return load_gguf(spec.name, resolve(spec.gguf), spec.chat_template)
-    from persea.models.remote import EndpointModel
-
     return EndpointModel(spec.name, spec.endpoint, spec.model, spec.api_key_env)

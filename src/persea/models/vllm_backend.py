@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from persea.align.tokens import special_ids as special_token_ids
 from persea.errors import PerseaError
 from persea.models.builtin import builtin_models
 from persea.models.fingerprint import fingerprint_model_dir, fingerprint_text, fingerprint_tokenizer
-from persea.align.tokens import special_ids as special_token_ids
 from persea.models.offsets import spans_from_ids
 from persea.models.protocol import Trace
 
