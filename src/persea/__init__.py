@@ -1,4 +1,5 @@
 """persea: distil a closed language model from several open teachers, then evaluate, seal,
-serve and route it. Each stage is a subpackage; the CLI (`persea.cli`) is a thin layer over them."""
+serve and route it. Stages: harvest -> distill -> evaluate (and gate) -> serve, each a
+subpackage; `persea.cli` is the only place that reads flags; `persea.toyworld` is a plugin."""
 
 __version__ = "0.1.0"
