@@ -86,6 +86,9 @@ class HarvestSpec(_Strict):
     # after generating, every white-box teacher also scores every other teacher's responses
     # (teacher forcing), so losses can combine teachers at the same position
     cross_score: bool = False
+    # torch's intra-op threads while generating and scoring: CPU results depend on it, so it
+    # is fixed and recorded in plan.json (docs/harvest.md, "Determinism")
+    threads: int = Field(1, ge=1, le=1024)
 
 
 class StudentSpec(_Strict):
@@ -133,6 +136,9 @@ class DistillSpec(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     checkpoint_every: int = Field(100, ge=1)
     seed: int = 0
+    # torch's intra-op threads per process while training: CPU results depend on it, so it
+    # is fixed and recorded in run.json (docs/distill.md, "Determinism")
+    threads: int = Field(1, ge=1, le=1024)
 
 
 class DatabaseSpec(_Strict):

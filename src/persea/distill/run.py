@@ -16,6 +16,7 @@ from pathlib import Path
 from persea.distill.curves import plot_losses
 from persea.distill.weighting import example_weights
 from persea.errors import PerseaError
+from persea.models.threads import fixed_threads
 from persea.skills import get_world, skill_accuracy
 
 
@@ -90,6 +91,14 @@ def _check_combine(loss, harvest, teachers: list[str]) -> None:
 
 
 def run_distill(project, progress=None) -> DistillResult:
+    """Distil the student of `project`. The torch work runs at `distill.threads` intra-op
+    threads (recorded in run.json with the rest of the settings), so the weights do not
+    depend on the caller's thread setting, which is restored afterwards."""
+    with fixed_threads(project.spec.distill.threads):
+        return _run(project, progress)
+
+
+def _run(project, progress) -> DistillResult:
     from persea.distill.cache import open_harvest
     from persea.distill.data import build_examples
     from persea.distill.student import (build_student_model, harvest_corpus,

@@ -22,6 +22,7 @@ from persea.errors import PerseaError
 from persea.harvest import prompts as prompt_io
 from persea.harvest import cross, quant, shards
 from persea.models.fingerprint import sha256_file
+from persea.models.threads import fixed_threads
 from persea.models.vllm_backend import load_vllm, vllm_available
 from persea.skills import get_world
 
@@ -76,7 +77,7 @@ def _plan(project, records) -> dict:
     return {"format": FORMAT, "project": project.spec.name, "prompts": len(records),
             "prompts_sha256": prompt_io.digest(records), "top_k": h.top_k,
             "max_new_tokens": h.max_new_tokens, "shard_size": h.shard_size,
-            "teachers": [t.name for t in project.spec.teachers]}
+            "threads": h.threads, "teachers": [t.name for t in project.spec.teachers]}
 
 
 def _check_same(path: Path, expected: dict, what: str) -> None:
@@ -156,7 +157,15 @@ def run_harvest(project, console: Console | None = None, load=None,
 
     With `harvest.cross_score`, a second pass (persea.harvest.cross) has every white-box
     teacher score the others' responses; score shards are split among workers the same way.
+
+    The torch work runs at `harvest.threads` intra-op threads (recorded in plan.json), so
+    the shards do not depend on the caller's thread setting, which is restored afterwards.
     """
+    with fixed_threads(project.spec.harvest.threads):
+        return _run(project, console, load, teachers, worker)
+
+
+def _run(project, console, load, teachers, worker) -> HarvestResult | None:
     h = project.spec.harvest
     names = [t.name for t in project.spec.teachers]
     unknown = sorted(set(teachers or []) - set(names))
