@@ -11,6 +11,8 @@ from persea.models.offsets import spans_from_ids
 from persea.models.fingerprint import fingerprint_tokenizer
 from persea.models.protocol import Trace
 
+SCORE_BATCH = 16  # sequences per forward pass when scoring
+
 
 class HFModel:
     """Wraps a loaded `PreTrainedModel` and its fast tokenizer.
@@ -88,6 +90,15 @@ class HFModel:
             mask[i, width - len(s):] = 1
         return ids.to(self.device), mask.to(self.device)
 
+    def _right_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, :len(s)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
     def _trace(self, ids: list[int], logprobs: torch.Tensor, top_k: int) -> Trace:
         """`logprobs` is [len(ids), vocab]: the distribution each id was drawn from."""
         text, spans = spans_from_ids(self._decode, ids, self.special_ids)
@@ -124,11 +135,18 @@ class HFModel:
 
     @torch.inference_mode()
     def score(self, prompts: list[str], continuations: list[str], top_k: int = 0) -> list[Trace]:
+        """Teacher forcing, `SCORE_BATCH` sequences per forward pass, right-padded: with a
+        causal mask the padding after a sequence changes none of its positions, so the
+        results equal one-at-a-time scoring up to float rounding."""
+        pairs = [(self.format_prompt(p), self.tokenizer(c, add_special_tokens=False)["input_ids"])
+                 for p, c in zip(prompts, continuations, strict=True)]
         traces = []
-        for prompt, cont in zip(prompts, continuations, strict=True):
-            p = self.format_prompt(prompt)
-            c = self.tokenizer(cont, add_special_tokens=False)["input_ids"]
-            ids = torch.tensor([p + c], device=self.device)
-            logits = self.model(input_ids=ids).logits[0].float().log_softmax(-1)
-            traces.append(self._trace(c, logits[len(p) - 1: len(p) + len(c) - 1], top_k))
+        for b in range(0, len(pairs), SCORE_BATCH):
+            chunk = pairs[b:b + SCORE_BATCH]
+            ids, mask = self._right_pad([p + c for p, c in chunk])
+            logprobs = self.model(input_ids=ids, attention_mask=mask).logits.float() \
+                .log_softmax(-1)
+            for row, (p, c) in enumerate(chunk):
+                traces.append(self._trace(c, logprobs[row, len(p) - 1:len(p) + len(c) - 1],
+                                          top_k))
         return traces
