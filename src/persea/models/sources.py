@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from persea.errors import PerseaError
 from persea.models.builtin import builtin_models
 from persea.models.fingerprint import fingerprint_files, fingerprint_model_dir, fingerprint_text
+from persea.models.gguf_cache import cache_root, converted_dir
 from persea.models.gguf_file import check_gguf
 from persea.models.hf import HFModel
 from persea.models.hub import hub_endpoint, offline_by_env, reachable
@@ -74,12 +75,25 @@ def load_hub(name: str, repo_id: str, revision: str | None = None,
 
 
 def load_gguf(name: str, path: Path, chat_template: bool = True) -> HFModel:
-    check_gguf(path, f"teacher {name!r}")
+    """Dequantised once into a local cache directory (persea.models.gguf_cache), then loaded
+    from there like any model directory."""
+    where = f"teacher {name!r}"
+    check_gguf(path, where)
+
+    def from_gguf():
+        try:
+            return _load_transformers(str(path.parent), gguf_file=path.name)
+        except Exception as err:  # transformers raises many kinds on unsupported GGUF content
+            raise PerseaError(f"{where}: transformers cannot load GGUF {path}: "
+                              f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+
     try:
-        model, tok = _load_transformers(str(path.parent), gguf_file=path.name)
-    except Exception as err:  # transformers raises many kinds on unsupported GGUF content
-        raise PerseaError(f"teacher {name!r}: transformers cannot load GGUF {path}: "
-                          f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+        directory = converted_dir(path, from_gguf)
+    except OSError as err:
+        raise PerseaError(f"{where}: cannot write the converted model to {cache_root()} "
+                          f"({err.strerror or err}); set PERSEA_GGUF_CACHE to a writable "
+                          "directory") from None
+    model, tok = _load_transformers(str(directory), local_files_only=True)
     return HFModel(name, model, tok, fingerprint_files([path]), chat_template)
 
 
