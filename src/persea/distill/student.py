@@ -1,7 +1,8 @@
 """The student: its own tokenizer (trained on the harvest text) and its own architecture.
 
 By default a byte-level BPE tokenizer in the Llama 3 chat format and a small
-Llama-architecture model; both sizes come from the project file's `distill.student`.
+Llama-architecture model; the tokenizer's kind and chat format and both sizes come from
+the project file's `distill.student`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 import torch
 
 from persea.errors import PerseaError
-from persea.distill.tokenizer import train_bpe, wrap
-from persea.models.templates import LLAMA
+from persea.distill.tokenizer import train_bpe, train_words_and_chars, wrap
+from persea.models.templates import COMPACT, LLAMA
 
 
 def harvest_corpus(cache: Path) -> list[str]:
@@ -30,8 +31,14 @@ def harvest_corpus(cache: Path) -> list[str]:
     return lines
 
 
-def train_student_tokenizer(corpus: list[str], vocab_size: int):
-    return wrap(train_bpe(corpus, LLAMA, vocab_size=vocab_size), LLAMA)
+def train_student_tokenizer(corpus: list[str], vocab_size: int, kind: str = "bpe",
+                            chat_format: str = "llama", min_word_count: int = 4):
+    """The student's tokenizer of `kind` (`bpe` or `words`), in the Llama 3 or the compact
+    chat format."""
+    fmt = COMPACT if chat_format == "compact" else LLAMA
+    if kind == "words":
+        return wrap(train_words_and_chars(corpus, fmt, vocab_size, min_word_count), fmt)
+    return wrap(train_bpe(corpus, fmt, vocab_size=vocab_size), fmt)
 
 
 def check_encodes(tokenizer, texts: list[str], where: str) -> None:

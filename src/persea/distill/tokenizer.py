@@ -1,16 +1,26 @@
-"""The student's tokenizer trainer: byte-level BPE learned on the harvest text, wrapped for
-transformers with the chat template of its `ChatFormat`.
+"""The student's tokenizer trainers, wrapped for transformers with the chat template of its
+`ChatFormat`. Two kinds:
 
-Text is first split GPT-style (letters, single digits, punctuation, whitespace), each piece
-is mapped to bytes, and BPE merges are learned on top: any string encodes and decodes back
-exactly, with no unknown token. Every special token of the format is a single added token
-and takes the first ids; the end-of-turn token doubles as `eos_token`, so that generation
-stops where a reply ends.
+* **byte-level BPE** (`train_bpe`): text is first split GPT-style (letters, single digits,
+  punctuation, whitespace), each piece is mapped to bytes, and BPE merges are learned on top.
+* **words and characters** (`train_words_and_chars`): every word (a run of ASCII letters)
+  that the corpus holds at least `min_count` times is one token, with and without a leading
+  space; everything else, rare words included, is spelt one byte at a time. Frequent words
+  (the fixed wording of prompts, names a model must recall) cost one position each, while
+  a random string keeps one token per letter, which is what reversing or counting letters
+  needs. BPE cannot give both: its merges apply inside rare words too.
+
+Both are lossless: any string encodes and decodes back exactly, with no unknown token.
+Every special token of the format is a single added token and takes the first ids; the
+end-of-turn token doubles as `eos_token`, so that generation stops where a reply ends.
 """
 
 from __future__ import annotations
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+import re
+from collections import Counter
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from persea.models.templates import ChatFormat
@@ -46,6 +56,52 @@ def train_bpe(corpus: list[str], fmt: ChatFormat, vocab_size: int = 1000) -> Tok
         show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer=trainer)
+    return tok
+
+
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def frequent_words(corpus: list[str], min_count: int, limit: int) -> list[str]:
+    """Words of two letters or more seen at least `min_count` times, the `limit` most
+    frequent (ties broken alphabetically, so the same corpus gives the same list)."""
+    counts = Counter(w for line in corpus for w in _WORD.findall(line) if len(w) > 1)
+    ranked = sorted((w for w, n in counts.items() if n >= min_count),
+                    key=lambda w: (-counts[w], w))
+    return ranked[:max(0, limit)]
+
+
+def train_words_and_chars(corpus: list[str], fmt: ChatFormat, vocab_size: int = 2000,
+                          min_count: int = 4) -> Tokenizer:
+    """Special tokens, the 256 byte symbols, then the corpus's frequent words (each as
+    `word` and as ` word`), as many as fit in `vocab_size`.
+
+    Pre-tokenization does the work: a known word standing alone (not inside a longer run of
+    letters), with its leading space if it has one, is one piece; any other character is a
+    piece of its own. The pieces are mapped to byte symbols, and a word-level model gives
+    each piece its id.
+    """
+    specials = special_tokens(fmt, with_unk=True)
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    room = (vocab_size - len(specials) - len(alphabet)) // 2
+    words = sorted(frequent_words(corpus, min_count, room), key=lambda w: (-len(w), w))
+    vocab = {s: i for i, s in enumerate(specials)}
+    for symbol in alphabet:
+        vocab.setdefault(symbol, len(vocab))
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+        vocab.setdefault("\u0120" + w, len(vocab))  # "Ġ": the byte-level symbol of a space
+    known = "|".join(words)  # longest first, so no word stops at a shorter one's end
+    text_split = rf"(?: |(?<![A-Za-z]))(?:{known})(?![A-Za-z])|[\s\S]" if words else r"[\s\S]"
+    symbol_split = "\u0120?(?:" + known + r")|[\s\S]" if words else r"[\s\S]"
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(text_split), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        pre_tokenizers.Split(Regex(symbol_split), behavior="isolated"),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
     return tok
 
 
