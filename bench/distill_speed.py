@@ -57,7 +57,7 @@ class Run:
 
         from persea.distill.batch import collate
         from persea.distill.objective import compute_loss
-        from persea.distill.trainer import batch_indices
+        from persea.distill.sampling import batch_indices
 
         t0 = time.perf_counter()
         idx = batch_indices(pool, i, 0, self.spec.batch_size, 1, self.spec.seed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -92,9 +92,13 @@ class HarvestSpec(_Strict):
 
 
 class StudentSpec(_Strict):
-    """The student: a Llama-architecture model with a byte-level BPE tokenizer trained on
-    the harvest text."""
+    """The student: a Llama-architecture model with its own tokenizer trained on the harvest
+    text: byte-level BPE, or frequent words plus single characters (`words`); see
+    persea.distill.tokenizer."""
 
+    tokenizer: Literal["bpe", "words"] = "bpe"
+    min_word_count: int = Field(4, ge=1)  # words: how often a word must occur to be a token
+    chat_format: Literal["llama", "compact"] = "llama"
     vocab_size: int = Field(512, ge=300, le=200_000)
     hidden_size: int = Field(128, ge=16, le=16384)
     layers: int = Field(4, ge=1, le=128)
@@ -117,6 +121,24 @@ class LossSpec(_Strict):
     combine: Literal["sum", "average", "select"] = "sum"
 
 
+class OnPolicySpec(_Strict):
+    """On-policy distillation (persea.distill.onpolicy): `lmbda` of the steps train on the
+    student's own sampled answers, graded token by token by the teachers."""
+
+    lmbda: float = Field(0.0, ge=0, le=1)  # share of on-policy steps; 0: off
+    divergence: Literal["forward", "reverse", "jsd"] = "reverse"
+    beta: float = Field(0.5, gt=0, lt=1)  # for jsd
+    temperature: float = Field(1.0, ge=0)  # the student's sampling temperature; 0: greedy
+    max_new_tokens: int = Field(24, ge=1, le=4096)
+    top_k: int = Field(32, ge=1, le=256)  # teacher candidates kept per position
+    # several teachers per position: the most confident (select), a dev-weighted average,
+    # or only the best teacher on the prompt's skill by dev accuracy (best: cheapest)
+    combine: Literal["select", "average", "best"] = "select"
+    accepted_weight: float = Field(1.0, ge=0)  # weight of a sample the checker accepts
+    # fresh prompts per skill from the prompt world (train split); None: the harvest's
+    prompts_per_skill: int | None = Field(None, ge=1, le=1_000_000)
+
+
 class DistillSpec(_Strict):
     out: str = "runs/student"
     teachers: list[str] | None = None  # default: every teacher of the project
@@ -124,10 +146,13 @@ class DistillSpec(_Strict):
     loss: LossSpec = LossSpec()
     weighting: list[Literal["uniform", "confidence", "verified", "best_teacher"]] = [
         "verified"]
+    on_policy: OnPolicySpec = OnPolicySpec()
     weighting_by_skill: dict[str, list[Literal["uniform", "confidence", "verified",
                                                "best_teacher"]]] = {}
     confidence_tau: float = Field(1.0, gt=0)
     dev_per_skill: int = Field(50, ge=1, le=10_000)  # for best_teacher: dev items per skill
+    # how batches share the skills: as the kept examples do, equally, or {skill: share}
+    skill_mix: Literal["examples", "equal"] | dict[str, Annotated[float, Field(ge=0)]] = "examples"
     steps: int = Field(600, ge=1)
     batch_size: int = Field(32, ge=1)
     grad_accum: int = Field(1, ge=1)

@@ -90,6 +90,44 @@ def _check_combine(loss, harvest, teachers: list[str]) -> None:
                           "`persea harvest` again (it adds them to the finished cache)")
 
 
+def on_policy_source(project, spec, harvest, tokenizer, teachers: list[str],
+                     scores: dict | None, say=print):
+    """The on-policy batch maker for this run, or None when `on_policy.lmbda` is 0 or no
+    teacher can score the student's text (then one line says what it falls back to)."""
+    op = spec.on_policy
+    if op.lmbda <= 0:
+        return None
+    from persea.distill.onpolicy import OnPolicy, PromptRecord, make_scorers
+    from persea.models.sources import load_teacher  # heavy: transformers
+
+    specs = {t.name: t for t in project.spec.teachers}
+    models = {name: load_teacher(specs[name], project) for name in teachers}
+    scorers, skipped = make_scorers(models, tokenizer)
+    if not scorers:
+        say(f"on-policy: none of the teachers ({', '.join(teachers)}) can score the student's "
+            "text (black-box endpoints return no prompt log-probabilities); training on "
+            "their cached answers only (off-policy, sequence level)")
+        return None
+    if skipped:
+        say(f"on-policy: {', '.join(skipped)} cannot score the student's text and take part "
+            "through their cached answers only (sequence level)")
+    world = get_world()
+    if op.prompts_per_skill:
+        items = world.make_mixture("train", op.prompts_per_skill, spec.seed + 1,
+                                   allow_fewer=True)
+        prompts = [PromptRecord(it.prompt, it.skill, it.answer) for it in items]
+    else:
+        prompts = [PromptRecord(r["prompt"], r.get("skill"), r.get("answer"))
+                   for r in harvest.prompts]
+
+    def check(skill, answer, text):
+        if skill in world.skills and answer is not None:
+            return world.skills[skill].check(answer, text)
+        return None
+
+    return OnPolicy(tokenizer, scorers, prompts, op, check, scores)
+
+
 def run_distill(project, progress=None) -> DistillResult:
     """Distil the student of `project`. The torch work runs at `distill.threads` intra-op
     threads (recorded in run.json with the rest of the settings), so the weights do not
@@ -118,7 +156,8 @@ def _run(project, progress) -> DistillResult:
     state = PartialState()  # under `accelerate launch`, the main process prepares the run
     tok_dir = run_dir / "tokenizer"
     policies = list(spec.weighting)
-    needs_dev = "best_teacher" in policies or any(
+    needs_dev = (spec.on_policy.lmbda > 0 and spec.on_policy.combine != "select") or \
+        "best_teacher" in policies or any(
         "best_teacher" in ps for ps in spec.weighting_by_skill.values())
     with state.main_process_first():
         if state.is_main_process:
@@ -126,8 +165,10 @@ def _run(project, progress) -> DistillResult:
             (run_dir / "run.json").write_text(
                 json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             if not tok_dir.is_dir():
+                st = spec.student
                 tokenizer = train_student_tokenizer(harvest_corpus(harvest.path),
-                                                    spec.student.vocab_size)
+                                                    st.vocab_size, st.tokenizer,
+                                                    st.chat_format, st.min_word_count)
                 tmp = tok_dir.with_name("tokenizer.tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
                 tokenizer.save_pretrained(str(tmp))
@@ -146,7 +187,9 @@ def _run(project, progress) -> DistillResult:
     st = spec.student
     model = build_student_model(tokenizer, st.hidden_size, st.layers, st.heads,
                                 st.intermediate_size, spec.seed)
-    summary = train(model, examples, weights, spec, run_dir, tokenizer.pad_token_id, progress)
+    on_policy = on_policy_source(project, spec, harvest, tokenizer, teachers, scores)
+    summary = train(model, examples, weights, spec, run_dir, tokenizer.pad_token_id, progress,
+                    on_policy)
     student_dir = run_dir / "student"
     if summary.pop("is_main"):
         trained = summary.pop("model")

@@ -24,8 +24,10 @@ import torch
 
 from persea.distill.batch import collate
 from persea.distill.objective import compute_loss
+from persea.distill.onpolicy import is_on_policy_step
+from persea.distill.sampling import SkillMix, batch_indices
 
-CSV_FIELDS = ["step", "loss", "ce", "kd", "alm", "lr", "tokens", "tokens_per_s"]
+CSV_FIELDS = ["step", "loss", "ce", "kd", "alm", "lr", "tokens", "tokens_per_s", "on_policy"]
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -34,21 +36,6 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def batch_indices(pool: np.ndarray, step: int, micro: int, size: int, accum: int, seed: int
-                  ) -> np.ndarray:
-    """The examples of micro-batch `micro` of step `step`: consecutive slices of seeded
-    per-epoch permutations of `pool`, so any step can be recomputed from its number."""
-    start = (step * accum + micro) * size
-    epoch, offset = divmod(start, len(pool))
-    out = []
-    while len(out) < size:
-        perm = np.random.default_rng([seed, epoch]).permutation(pool)
-        take = perm[offset:offset + size - len(out)]
-        out.extend(take.tolist())
-        epoch, offset = epoch + 1, 0
-    return np.asarray(out, np.int64)
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -99,9 +86,12 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 
 
 def train(model, examples, weights: np.ndarray, spec, run_dir: Path, pad_id: int,
-          progress=None) -> dict:
+          progress=None, on_policy=None) -> dict:
     """Train `model` in place for `spec.steps` optimiser steps (resuming if a checkpoint
-    exists); returns a summary (steps, tokens, tokens/s, final loss)."""
+    exists); returns a summary (steps, tokens, tokens/s, final loss).
+
+    With `on_policy` (a persea.distill.onpolicy.OnPolicy), the steps that
+    `is_on_policy_step` picks train on the student's own samples instead of the cache."""
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available()
@@ -120,20 +110,36 @@ def train(model, examples, weights: np.ndarray, spec, run_dir: Path, pad_id: int
     model, optimizer = acc.prepare(model, optimizer)
     model.train()
     pool = np.flatnonzero(weights > 0)
+    mix = None if spec.skill_mix == "examples" else SkillMix(
+        [e.skill for e in examples], weights, spec.skill_mix)
     world, rank = acc.num_processes, acc.process_index
     task = progress.add_task("distill", total=spec.steps, completed=start) if progress else None
     t0, tokens_done = time.perf_counter(), 0
     loss_value = float("nan")
+    on_loss = spec.loss.model_copy(update={
+        "ce": 0.0, "kd": "topk", "kd_weight": 1.0, "alm_weight": 0.0, "temperature": 1.0,
+        "divergence": spec.on_policy.divergence, "beta": spec.on_policy.beta})
     for step in range(start, spec.steps):
         sums: dict[str, float] = {}
         step_tokens = 0
+        on = on_policy is not None and is_on_policy_step(step, spec.on_policy.lmbda,
+                                                         spec.seed)
         for micro in range(spec.grad_accum):
-            idx = batch_indices(pool, step, micro, spec.batch_size, spec.grad_accum,
-                                spec.seed)[rank::world]
-            batch = collate([examples[i] for i in idx], weights[idx], pad_id,
-                            spec.loss.token_confidence).to(acc.device)
+            if on:
+                batch, _ = on_policy.batch(acc.unwrap_model(model),
+                                           (step * spec.grad_accum + micro) * world + rank,
+                                           spec.batch_size // world, spec.seed)
+                batch = batch.to(acc.device)
+            else:
+                if mix is None:
+                    idx = batch_indices(pool, step, micro, spec.batch_size, spec.grad_accum,
+                                        spec.seed)[rank::world]
+                else:
+                    idx = mix.batch(step, micro, spec.batch_size, spec.seed)[rank::world]
+                batch = collate([examples[i] for i in idx], weights[idx], pad_id,
+                                spec.loss.token_confidence).to(acc.device)
             with acc.autocast():
-                loss, parts = compute_loss(model, batch, spec.loss)
+                loss, parts = compute_loss(model, batch, on_loss if on else spec.loss)
             acc.backward(loss / spec.grad_accum)
             for k, v in {"loss": float(loss.detach()), **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v / spec.grad_accum
@@ -150,6 +156,7 @@ def train(model, examples, weights: np.ndarray, spec, run_dir: Path, pad_id: int
         rate = tokens_done / max(time.perf_counter() - t0, 1e-9)
         loss_value = sums["loss"]
         rows.append({"step": step + 1, "lr": f"{scheduler.get_last_lr()[0]:.6g}",
+                     "on_policy": int(on),
                      "tokens": step_tokens * world, "tokens_per_s": f"{rate:.1f}",
                      **{k: f"{sums.get(k, float('nan')):.6f}" for k in ("loss", "ce", "kd", "alm")}})
         if progress is not None:

@@ -1,0 +1,91 @@
+"""On-policy distillation: alignment of a scored student answer, the step schedule, the
+fallback for teachers that cannot score, and an end-to-end run that resumes exactly."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import types
+
+import numpy as np
+import pytest
+import yaml
+
+from persea.distill.onpolicy import aligned_signal, is_on_policy_step, make_scorers
+from persea.distill.run import run_distill
+from persea.models.protocol import Trace
+from persea.project import load_project
+
+
+def test_aligned_signal_folds_unmatched_candidates_into_the_tail():
+    # teacher tokens "ab" + "c" over text "abc"; student tokens "a", "b", "c"
+    trace = Trace(text="abc", token_ids=[5, 6], spans=[(0, 2), (2, 3)],
+                  logprobs=[np.log(0.5), np.log(0.8)],
+                  topk_ids=np.array([[5, 7], [6, 8]]),
+                  topk_logprobs=np.log(np.array([[0.5, 0.3], [0.8, 0.1]])))
+    mapping = np.array([-1, -1, -1, -1, -1, 10, 11, -1, 12])  # teacher id 7 has no student id
+    sig = aligned_signal("t", trace, [(0, 1), (1, 2), (2, 3)], mapping)
+    assert sig.pos.tolist() == [0, 2]  # boundaries shared at 0 and 2 only
+    assert sig.ids[0].tolist() == [10, -1] and sig.ids[1].tolist() == [11, 12]
+    assert np.isneginf(sig.logp[0, 1])
+    # row 0: 0.2 outside the top-2 plus the unmatched 0.3; row 1: 0.1 outside
+    assert sig.tail == pytest.approx([0.5, 0.1], abs=1e-6)
+    assert sig.conf == pytest.approx([0.5, 0.8], abs=1e-6)
+
+
+def test_on_policy_steps_are_a_seeded_share():
+    picks = [is_on_policy_step(s, 0.3, seed=4) for s in range(2000)]
+    assert picks == [is_on_policy_step(s, 0.3, seed=4) for s in range(2000)]
+    assert 0.25 < np.mean(picks) < 0.35
+    assert not any(is_on_policy_step(s, 0.0, 4) for s in range(50))
+    assert all(is_on_policy_step(s, 1.0, 4) for s in range(50))
+
+
+def test_teachers_without_a_tokenizer_are_named_not_scored(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    white = types.SimpleNamespace(tokenizer=tok)
+    black = types.SimpleNamespace(name="api")  # an endpoint: no tokenizer, no scores
+    scorers, skipped = make_scorers({"alpha": white, "api": black}, tok)
+    assert [s.name for s in scorers] == ["alpha"] and skipped == ["api"]
+    assert scorers[0].mapping[tok.eos_token_id] == tok.eos_token_id
+
+
+def _with_on_policy(project_dir, **on_policy):
+    data = yaml.safe_load((project_dir / "persea.yaml").read_text())
+    data["distill"]["on_policy"] = {"lmbda": 0.5, "max_new_tokens": 6, "top_k": 8,
+                                    **on_policy}
+    (project_dir / "persea.yaml").write_text(yaml.safe_dump(data))
+    return project_dir
+
+
+def _rows(run_dir):
+    with open(run_dir / "loss.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_on_policy_run_mixes_steps_and_resumes_to_the_same_weights(project_copy, tmp_path):
+    from persea.models.fingerprint import sha256_file
+
+    _with_on_policy(project_copy, prompts_per_skill=4)
+    other = tmp_path / "again"
+    shutil.copytree(project_copy, other)
+    result = run_distill(load_project(project_copy))
+    rows = _rows(result.run_dir)
+    flags = [int(r["on_policy"]) for r in rows]
+    assert flags == [int(is_on_policy_step(s, 0.5, 0)) for s in range(10)]
+    assert 0 < sum(flags) < 10
+    assert all(np.isfinite(float(r["kd"])) for r in rows if r["on_policy"] == "1")
+    assert all(r["ce"] == "nan" for r in rows if r["on_policy"] == "1")  # no CE on samples
+
+    # stop after the first checkpoint, then resume: the same weights as one straight run
+    first = run_distill(load_project(other))
+    for ckpt in sorted((first.run_dir / "checkpoints").iterdir())[1:]:
+        shutil.rmtree(ckpt)
+    shutil.rmtree(first.student_dir)
+    again = run_distill(load_project(other))
+    assert again.summary["resumed_from"] == 8
+    assert sha256_file(again.student_dir / "model.safetensors") == \
+        sha256_file(result.student_dir / "model.safetensors")
