@@ -88,15 +88,49 @@ class HarvestSpec(_Strict):
     cross_score: bool = False
 
 
+STUDENT_SOURCES = ("path", "hub", "gguf")
+STUDENT_SHAPE = ("vocab_size", "hidden_size", "layers", "heads", "intermediate_size")
+
+
 class StudentSpec(_Strict):
-    """The student: a Llama-architecture model with a byte-level BPE tokenizer trained on
-    the harvest text."""
+    """The student: either a shape (a Llama-architecture model built from scratch, with a
+    byte-level BPE tokenizer trained on the harvest text), or a pretrained base model from
+    one source, which keeps its own tokenizer and chat template."""
 
     vocab_size: int = Field(512, ge=300, le=200_000)
     hidden_size: int = Field(128, ge=16, le=16384)
     layers: int = Field(4, ge=1, le=128)
     heads: int = Field(4, ge=1, le=128)
     intermediate_size: int = Field(384, ge=16, le=65536)
+    path: str | None = None  # a local Hugging Face model directory
+    hub: str | None = None  # a hub id (from the local cache, or downloaded when online)
+    revision: str | None = None  # with hub only
+    gguf: str | None = None  # a .gguf file, loaded through transformers
+
+    @model_validator(mode="after")
+    def _shape_or_one_source(self) -> "StudentSpec":
+        sources = [s for s in STUDENT_SOURCES if getattr(self, s) is not None]
+        shape = [f for f in STUDENT_SHAPE if f in self.model_fields_set]
+        if len(sources) > 1 or (sources and shape):
+            raise ValueError(
+                "give either the shape fields (" + ", ".join(STUDENT_SHAPE) + ") or exactly "
+                f"one source of {', '.join(STUDENT_SOURCES)}; found "
+                + ", ".join(sources + shape))
+        if self.revision is not None and self.hub is None:
+            raise ValueError("`revision:` goes with `hub:` only")
+        return self
+
+    @property
+    def source(self) -> str | None:
+        """`path`, `hub` or `gguf` for a pretrained student; None for a shape."""
+        return next((s for s in STUDENT_SOURCES if getattr(self, s) is not None), None)
+
+    def record(self) -> dict:
+        """The fields that define this student (for run.json): the shape, or the source."""
+        if self.source is None:
+            return self.model_dump(mode="json", include=set(STUDENT_SHAPE))
+        return self.model_dump(mode="json", include={*STUDENT_SOURCES, "revision"},
+                               exclude_none=True)
 
 
 class LossSpec(_Strict):
@@ -112,6 +146,10 @@ class LossSpec(_Strict):
     # how teachers combine: sum their losses over their own responses, or (needs
     # harvest.cross_score) average / select their aligned distributions on the same text
     combine: Literal["sum", "average", "select"] = "sum"
+
+    @property
+    def uses_logit_kd(self) -> bool:
+        return self.kd != "none" and self.kd_weight > 0
 
 
 class DistillSpec(_Strict):
