@@ -91,10 +91,16 @@ class HarvestSpec(_Strict):
     threads: int = Field(1, ge=1, le=1024)
 
 
+STUDENT_SOURCES = ("path", "hub", "gguf")
+STUDENT_SHAPE = ("tokenizer", "min_word_count", "chat_format", "vocab_size", "hidden_size",
+                 "layers", "heads", "intermediate_size")
+
+
 class StudentSpec(_Strict):
-    """The student: a Llama-architecture model with its own tokenizer trained on the harvest
-    text: byte-level BPE, or frequent words plus single characters (`words`); see
-    persea.distill.tokenizer."""
+    """The student: either a shape (a Llama-architecture model built from scratch, with its
+    own tokenizer trained on the harvest text: byte-level BPE, or frequent words plus single
+    characters, `words`; see persea.distill.tokenizer), or a pretrained base model from one
+    source, which keeps its own tokenizer and chat template."""
 
     tokenizer: Literal["bpe", "words"] = "bpe"
     min_word_count: int = Field(4, ge=1)  # words: how often a word must occur to be a token
@@ -104,6 +110,35 @@ class StudentSpec(_Strict):
     layers: int = Field(4, ge=1, le=128)
     heads: int = Field(4, ge=1, le=128)
     intermediate_size: int = Field(384, ge=16, le=65536)
+    path: str | None = None  # a local Hugging Face model directory
+    hub: str | None = None  # a hub id (from the local cache, or downloaded when online)
+    revision: str | None = None  # with hub only
+    gguf: str | None = None  # a .gguf file, loaded through transformers
+
+    @model_validator(mode="after")
+    def _shape_or_one_source(self) -> "StudentSpec":
+        sources = [s for s in STUDENT_SOURCES if getattr(self, s) is not None]
+        shape = [f for f in STUDENT_SHAPE if f in self.model_fields_set]
+        if len(sources) > 1 or (sources and shape):
+            raise ValueError(
+                "give either the shape fields (" + ", ".join(STUDENT_SHAPE) + ") or exactly "
+                f"one source of {', '.join(STUDENT_SOURCES)}; found "
+                + ", ".join(sources + shape))
+        if self.revision is not None and self.hub is None:
+            raise ValueError("`revision:` goes with `hub:` only")
+        return self
+
+    @property
+    def source(self) -> str | None:
+        """`path`, `hub` or `gguf` for a pretrained student; None for a shape."""
+        return next((s for s in STUDENT_SOURCES if getattr(self, s) is not None), None)
+
+    def record(self) -> dict:
+        """The fields that define this student (for run.json): the shape, or the source."""
+        if self.source is None:
+            return self.model_dump(mode="json", include=set(STUDENT_SHAPE))
+        return self.model_dump(mode="json", include={*STUDENT_SOURCES, "revision"},
+                               exclude_none=True)
 
 
 class LossSpec(_Strict):
@@ -119,6 +154,10 @@ class LossSpec(_Strict):
     # how teachers combine: sum their losses over their own responses, or (needs
     # harvest.cross_score) average / select their aligned distributions on the same text
     combine: Literal["sum", "average", "select"] = "sum"
+
+    @property
+    def uses_logit_kd(self) -> bool:
+        return self.kd != "none" and self.kd_weight > 0
 
 
 class OnPolicySpec(_Strict):

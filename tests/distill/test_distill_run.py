@@ -108,3 +108,40 @@ def test_no_harvest_yet(tmp_path, tiny_model_dir):
     d = write_distill_project(tmp_path / "p", tiny_model_dir)
     with pytest.raises(PerseaError, match="no finished harvest"):
         run_distill(load_project(d))
+
+
+def test_cli_prints_what_each_teacher_transferred_and_warns_on_one_that_gives_nothing(
+        project_copy, capsys, monkeypatch):
+    from persea.skills import get_world
+    from tests.cli_helpers import run_cli
+
+    data = yaml.safe_load((project_copy / "persea.yaml").read_text())
+    data["distill"]["weighting"] = ["best_teacher"]
+    (project_copy / "persea.yaml").write_text(yaml.safe_dump(data))
+    run_dir = project_copy / "runs" / "student"
+    run_dir.mkdir(parents=True)  # dev scores measured earlier: alpha is best on every skill
+    (run_dir / "dev_scores.json").write_text(json.dumps(
+        {s: {"alpha": 0.9, "beta": 0.1} for s in get_world().skills}))
+    code, out, err = run_cli(capsys, monkeypatch, "distill", "-p", str(project_copy),
+                             "--eval-per-skill", "0")
+    assert code == 0, err
+    lines = out.splitlines()
+    head = next(line for line in lines if "teacher" in line and "dropped (why)" in line)
+    for col in ("in", "positions with target", "carried", "unmatched"):
+        assert col in head
+    alpha = next(line for line in lines if "│ alpha" in line)
+    beta = next(line for line in lines if "│ beta" in line)
+    assert "18/18" in alpha and "18/18 (100%)" not in beta and "0/18" in beta
+    assert "best_teacher: not best on skill" in beta  # not cut at 80 columns when piped
+    assert f"teacher 'beta' contributes nothing: on the dev split it is not the best teacher" \
+        in " ".join(err.split())
+    assert "alpha' contributes nothing" not in err
+    saved = json.loads((run_dir / "transfer.json").read_text())
+    assert [t["teacher"] for t in saved["teachers"]] == ["alpha", "beta"]
+    assert saved["teachers"][1]["weighted_in"] == 0 and len(saved["warnings"]) == 1
+    a = saved["teachers"][0]
+    assert 0 < a["target_positions"] <= a["response_positions"]
+    assert a["carried_mass"] + a["unmatched_mass"] == pytest.approx(1, abs=0.02)
+    assert json.loads((run_dir / "run.json").read_text())["transfer"] == "transfer.json"
+    # the reference to transfer.json does not count as a changed configuration on resume
+    assert run_distill(load_project(project_copy)).summary["resumed_from"] == 10

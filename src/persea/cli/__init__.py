@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from persea.cli.admin import register as register_admin_commands
+from persea.cli.distill import print_transfer
 from persea.cli.evaluate import EvalOptions, run_eval
 from persea.cli.gate import run_gate
 from persea.cli.serve import ServeOptions, run_serve
@@ -116,6 +117,7 @@ def distill(project: Optional[Path] = ProjectOpt,
               f"{result.used}/{result.examples} examples weighted in; "
               f"{s['tokens_per_s']:,.0f} tokens/s; resumed from step {s['resumed_from']})")
     out.print(f"loss curve: {result.run_dir / 'loss.csv'} and {result.run_dir / 'loss.png'}")
+    print_transfer(out, console, result, proj.spec.distill.loss.uses_logit_kd)
     if eval_per_skill > 0:
         _quality_table(proj, result.student_dir, eval_per_skill)
 

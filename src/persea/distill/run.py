@@ -1,8 +1,9 @@
 """`persea distill`: harvest cache in, trained student out.
 
 Steps: check the cache against the project; train (or reload) the student tokenizer on the
-harvest text; build aligned examples; weight them with the multi-teacher policy; train with
-checkpoints; save the student; score it per skill on the toy world's test split.
+harvest text, or load a pretrained student and check that its tokenizer encodes that text;
+build aligned examples; weight them with the multi-teacher policy and record what each
+teacher transfers (`transfer.json`); train with checkpoints; save the student.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from persea.distill.curves import plot_losses
-from persea.distill.weighting import example_weights
+from persea.distill.transfer import TeacherTransfer, nothing_warning, transfer_stats
+from persea.distill.weighting import drop_reasons, example_weights
 from persea.errors import PerseaError
 from persea.models.threads import fixed_threads
 from persea.skills import get_world, skill_accuracy
@@ -28,10 +30,14 @@ class DistillResult:
     used: int
     summary: dict
     params: int
+    transfer: list[TeacherTransfer] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # teachers that contribute nothing
+    notes: list[str] = field(default_factory=list)  # e.g. a plain chat template was used
 
 
 def _config_record(project, harvest) -> dict:
     distill = project.spec.distill.model_dump(mode="json")
+    distill["student"] = project.spec.distill.student.record()  # shape fields, or a source
     if distill["loss"]["combine"] == "sum":  # the default: runs made before the option resume
         del distill["loss"]["combine"]
     return {"distill": distill,
@@ -44,8 +50,8 @@ def _check_resume(run_dir: Path, record: dict) -> None:
     if not path.exists():
         return
     old = json.loads(path.read_text(encoding="utf-8"))
-    if old == record:
-        return
+    if all(old.get(key) == value for key, value in record.items()):
+        return  # keys beside the configuration (the transfer.json reference) do not count
     diffs = []
     for key in sorted(set(old.get("distill", {})) | set(record["distill"])):
         a, b = old.get("distill", {}).get(key), record["distill"].get(key)
@@ -91,7 +97,7 @@ def _check_combine(loss, harvest, teachers: list[str]) -> None:
 
 
 def on_policy_source(project, spec, harvest, tokenizer, teachers: list[str],
-                     scores: dict | None, say=print):
+                     scores: dict | None, say):
     """The on-policy batch maker for this run, or None when `on_policy.lmbda` is 0 or no
     teacher can score the student's text (then one line says what it falls back to)."""
     op = spec.on_policy
@@ -139,7 +145,8 @@ def run_distill(project, progress=None) -> DistillResult:
 def _run(project, progress) -> DistillResult:
     from persea.distill.cache import open_harvest
     from persea.distill.data import build_examples
-    from persea.distill.student import (build_student_model, harvest_corpus,
+    from persea.distill.student import (WHERE, build_student_model, check_encodes,
+                                        harvest_corpus, load_pretrained_student,
                                         train_student_tokenizer)
     from persea.distill.trainer import train
 
@@ -151,6 +158,13 @@ def _run(project, progress) -> DistillResult:
     run_dir = project.resolve(spec.out)
     record = _config_record(project, harvest)
     _check_resume(run_dir, record)
+    st = spec.student
+    model, notes = None, []
+    if st.source is not None:  # checked before anything is written to the run directory
+        model, tokenizer, notes = load_pretrained_student(st, project.resolve)
+        check_encodes(tokenizer, harvest_corpus(harvest.path), WHERE,
+                      "start from a base model with a byte-level tokenizer, or use a shape "
+                      "(vocab_size, hidden_size, ...) to train one on the harvest text")
     from accelerate import PartialState
 
     state = PartialState()  # under `accelerate launch`, the main process prepares the run
@@ -163,9 +177,9 @@ def _run(project, progress) -> DistillResult:
         if state.is_main_process:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "run.json").write_text(
-                json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            if not tok_dir.is_dir():
-                st = spec.student
+                json.dumps({**record, "transfer": "transfer.json"}, indent=2, sort_keys=True)
+                + "\n", encoding="utf-8")
+            if model is None and not tok_dir.is_dir():
                 tokenizer = train_student_tokenizer(harvest_corpus(harvest.path),
                                                     st.vocab_size, st.tokenizer,
                                                     st.chat_format, st.min_word_count)
@@ -175,19 +189,30 @@ def _run(project, progress) -> DistillResult:
                 tmp.rename(tok_dir)
         scores = dev_scores(project, teachers, spec.dev_per_skill,
                             run_dir / "dev_scores.json") if needs_dev else None
-    from transformers import AutoTokenizer
+    if model is None:
+        from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     examples = build_examples(harvest, tokenizer, teachers, spec.loss.combine, scores)
     weights = example_weights(examples, policies, spec.weighting_by_skill, scores,
                               spec.confidence_tau)
+    transfer = transfer_stats(
+        examples, weights, drop_reasons(examples, policies, spec.weighting_by_skill, scores,
+                                        spec.confidence_tau), teachers)
+    warnings = [w for w in (nothing_warning(t, policies, spec.loss.uses_logit_kd)
+                            for t in transfer) if w]
+    if state.is_main_process:
+        _write_json(run_dir / "transfer.json", {
+            "teachers": [t.as_json() for t in transfer], "warnings": warnings,
+            "kd": spec.loss.kd, "combine": spec.loss.combine})
     if not (weights > 0).any():
         raise PerseaError("the weighting policy leaves no example to learn from (every weight "
                           f"is 0 under {policies}); use a looser policy such as uniform")
-    st = spec.student
-    model = build_student_model(tokenizer, st.hidden_size, st.layers, st.heads,
-                                st.intermediate_size, spec.seed)
-    on_policy = on_policy_source(project, spec, harvest, tokenizer, teachers, scores)
+    if model is None:
+        model = build_student_model(tokenizer, st.hidden_size, st.layers, st.heads,
+                                    st.intermediate_size, spec.seed)
+    on_policy = on_policy_source(project, spec, harvest, tokenizer, teachers, scores,
+                                 notes.append)
     summary = train(model, examples, weights, spec, run_dir, tokenizer.pad_token_id, progress,
                     on_policy)
     student_dir = run_dir / "student"
@@ -203,4 +228,11 @@ def _run(project, progress) -> DistillResult:
     else:
         summary.pop("model")
     return DistillResult(run_dir, student_dir, len(examples), int((weights > 0).sum()),
-                         summary, sum(p.numel() for p in model.parameters()))
+                         summary, sum(p.numel() for p in model.parameters()), transfer,
+                         warnings, notes)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)

@@ -65,23 +65,54 @@ _FUNCS = {"uniform": _uniform, "confidence": _confidence, "verified": _verified,
           "best_teacher": _best_teacher}
 
 
-def example_weights(examples, policies: list[str], by_skill: dict[str, list[str]] | None = None,
-                    dev_scores=None, tau: float = 1.0) -> np.ndarray:
-    """One weight per example: the product of its skill's policies (or the default list)."""
+def _policy_lists(examples, policies, by_skill):
     by_skill = by_skill or {}
     for name in [*policies, *(p for ps in by_skill.values() for p in ps)]:
         if name not in _FUNCS:
             raise PerseaError(f"unknown weighting policy {name!r}; expected one of: "
                               f"{', '.join(POLICIES)}")
+    return [by_skill.get(e.skill or "", policies) for e in examples]
+
+
+def _per_policy(examples, dev_scores, tau):
     cache: dict[str, np.ndarray] = {}
 
     def weights_of(name: str) -> np.ndarray:
         if name not in cache:
             cache[name] = _FUNCS[name](examples, dev_scores=dev_scores, tau=tau)
         return cache[name]
+    return weights_of
 
+
+def example_weights(examples, policies: list[str], by_skill: dict[str, list[str]] | None = None,
+                    dev_scores=None, tau: float = 1.0) -> np.ndarray:
+    """One weight per example: the product of its skill's policies (or the default list)."""
+    lists = _policy_lists(examples, policies, by_skill)
+    weights_of = _per_policy(examples, dev_scores, tau)
     out = np.ones(len(examples))
-    for i, e in enumerate(examples):
-        for name in by_skill.get(e.skill or "", policies):
+    for i, names in enumerate(lists):
+        for name in names:
             out[i] *= weights_of(name)[i]
+    return out
+
+
+def drop_reasons(examples, policies: list[str], by_skill: dict[str, list[str]] | None = None,
+                 dev_scores=None, tau: float = 1.0) -> list[str | None]:
+    """Why each example gets weight 0 (None where it does not): the first policy of its list
+    that gives 0, e.g. `verified: checker rejected`, `best_teacher: not best on skill kb`,
+    `confidence: weight underflowed to 0`; `zero weight` when only the product is 0."""
+    lists = _policy_lists(examples, policies, by_skill)
+    weights_of = _per_policy(examples, dev_scores, tau)
+    out: list[str | None] = []
+    for i, (e, names) in enumerate(zip(examples, lists)):
+        zero = next((n for n in names if weights_of(n)[i] == 0), None)
+        total = float(np.prod([weights_of(n)[i] for n in names])) if names else 1.0
+        if zero == "verified":
+            out.append("verified: checker rejected")
+        elif zero == "best_teacher":
+            out.append(f"best_teacher: not best on skill {e.skill}")
+        elif zero is not None:
+            out.append(f"{zero}: weight underflowed to 0")
+        else:
+            out.append("zero weight" if total == 0 else None)
     return out
