@@ -39,7 +39,8 @@ seed, e.g. `0.81 (0.77–0.84)`, and the worst seed's overall. The verdicts use 
 only the teachers, the example recipe, verified + CE only, verified + KD and one on-policy
 row (all teachers, select, lmbda 0.5). It leaves out SFT only, ALM, best_teacher,
 confidence, the averaged and selected off-policy rows (and with them the cross-scored
-harvest), the single-teacher rows and the other on-policy rows. Explicit `--per-skill/--steps/--eval/--calib-steps` override a profile.
+harvest), the single-teacher rows and the other on-policy rows. An explicit `--per-skill`,
+`--steps`, `--eval` or `--calib-steps` overrides the profile's.
 
 Students train `--jobs` at a time, each in its own process on one thread (two processes of
 two threads each on two cores spend their time waiting on each other). Each result is
