@@ -104,7 +104,7 @@ def main() -> int:
 
     import torch
 
-    from persea.distill.cache import open_harvest
+    from persea.cache.reader import open_harvest
     from persea.distill.data import build_examples
     from persea.distill.student import harvest_corpus, train_student_tokenizer
     from persea.distill.weighting import example_weights

@@ -3,7 +3,9 @@
 Walks every module under src/persea and bench/ with `ast` (nothing is imported) and checks:
 the toy world is a leaf that no product package names; only `persea.cli` imports
 `persea.cli`; `persea.accounts` knows nothing of HTTP (`persea.serve`); the database layer
-does not read the project file; benchmarks import nothing from tests/; the top-level packages
+does not read the project file; the harvest cache's format (`persea.cache`) is the only thing
+the harvest and the distiller share, so neither imports the other and the cache imports
+neither; benchmarks import nothing from tests/; the top-level packages
 import each other without a cycle; and no persea module is imported inside a function (that
 hides the graph) unless importing it loads a heavy library such as torch or transformers.
 """
@@ -17,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
-PRODUCT = ("models", "harvest", "distill", "evaluate", "accounts", "serve", "db")
+PRODUCT = ("models", "cache", "harvest", "distill", "evaluate", "accounts", "serve", "db")
 
 
 def _module_name(path: Path) -> str:
@@ -90,6 +92,17 @@ def test_accounts_know_nothing_of_http():
 
 def test_the_database_layer_does_not_read_the_project():
     assert _edges(lambda m: _under(m, "persea.db"), lambda m: _under(m, "persea.project")) == []
+
+
+def test_the_distiller_reads_the_cache_not_the_harvest():
+    assert _edges(lambda m: _under(m, "persea.distill"),
+                  lambda m: _under(m, "persea.harvest")) == []
+
+
+@pytest.mark.parametrize("stage", ["harvest", "distill"])
+def test_the_cache_format_knows_no_stage(stage):
+    assert _edges(lambda m: _under(m, "persea.cache"),
+                  lambda m: _under(m, f"persea.{stage}")) == []
 
 
 def test_benchmarks_import_nothing_from_tests():

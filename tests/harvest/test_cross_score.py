@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from persea.errors import PerseaError
-from persea.harvest import cross, quant, run_harvest
-from persea.harvest.shards import SHARD_PATTERN
+from persea.cache import quant
+from persea.cache.format import SHARD_PATTERN
+from persea.harvest import cross, run_harvest
 from persea.project import TeacherSpec, load_project
 
 from .test_harvest import tree, write_project

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from persea.errors import PerseaError
-from persea.harvest import quant, run_harvest
+from persea.cache import quant
+from persea.harvest import run_harvest
 from persea.project import load_project
 
 
@@ -86,16 +87,16 @@ def test_under_100_bytes_per_token_at_top_32(tmp_path, tiny_model_dir):
 
 _KILLER = textwrap.dedent("""
     import os, signal, sys
-    from persea.harvest import shards
-    real, calls, die_at = shards.write_atomic, [0], int(sys.argv[2])
-    def write_then_die(path, writer):
+    from persea.cache import writer
+    real, calls, die_at = writer.write_atomic, [0], int(sys.argv[2])
+    def write_then_die(path, write):
         if path.name.startswith("shard-"):
             calls[0] += 1
             if calls[0] == die_at:
-                writer(path.with_name(f".{path.name}.tmp-{os.getpid()}"))  # half done
+                write(path.with_name(f".{path.name}.tmp-{os.getpid()}"))  # half done
                 os.kill(os.getpid(), signal.SIGKILL)
-        return real(path, writer)
-    shards.write_atomic = write_then_die
+        return real(path, write)
+    writer.write_atomic = write_then_die
     sys.argv = ["persea", "harvest", "--project", sys.argv[1]]
     from persea.cli import main
     main()

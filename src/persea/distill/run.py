@@ -13,6 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from persea.cache import format as cache_format
+from persea.cache.reader import open_harvest
 from persea.distill.curves import plot_losses
 from persea.distill.weighting import example_weights
 from persea.errors import PerseaError
@@ -35,7 +37,7 @@ def _config_record(project, harvest) -> dict:
         del distill["loss"]["combine"]
     return {"distill": distill,
             "harvest_manifest_sha256": hashlib.sha256(
-                (harvest.path / "manifest.json").read_bytes()).hexdigest()}
+                (harvest.path / cache_format.MANIFEST).read_bytes()).hexdigest()}
 
 
 def _check_resume(run_dir: Path, record: dict) -> None:
@@ -90,7 +92,6 @@ def _check_combine(loss, harvest, teachers: list[str]) -> None:
 
 
 def run_distill(project, progress=None) -> DistillResult:
-    from persea.distill.cache import open_harvest
     from persea.distill.data import build_examples
     from persea.distill.student import (build_student_model, harvest_corpus,
                                         train_student_tokenizer)

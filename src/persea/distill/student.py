@@ -6,28 +6,20 @@ Llama-architecture model; both sizes come from the project file's `distill.stude
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from persea.errors import PerseaError
+from persea.cache import reader
 from persea.distill.tokenizer import train_bpe, wrap
+from persea.errors import PerseaError
 from persea.models.templates import LLAMA
 
 
 def harvest_corpus(cache: Path) -> list[str]:
-    """Every prompt and every teacher response in a harvest cache, one string each."""
-    import pyarrow.parquet as pq
-
-    lines = []
-    with open(cache / "prompts.jsonl", encoding="utf-8") as f:
-        lines += [json.loads(line)["prompt"] for line in f if line.strip()]
-    for shard in sorted(cache.glob("*/shard-*.parquet")):
-        lines += [t for t in pq.read_table(shard, columns=["text"]).column("text").to_pylist()
-                  if t]
-    lines += ["user\n", "assistant\n"] * 100  # role names of the chat template
-    return lines
+    """Every prompt and teacher response in a harvest cache, and the chat template's role
+    names: what the student tokenizer is trained on."""
+    return reader.corpus(cache) + ["user\n", "assistant\n"] * 100
 
 
 def train_student_tokenizer(corpus: list[str], vocab_size: int):

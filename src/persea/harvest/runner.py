@@ -20,13 +20,13 @@ from rich.text import Text
 
 from persea.errors import PerseaError
 from persea.harvest import prompts as prompt_io
-from persea.harvest import cross, quant, shards
+from persea.cache import format as fmt
+from persea.cache import quant, writer
+from persea.cache.reader import read_shard, shard_stats
+from persea.harvest import cross
 from persea.models.fingerprint import sha256_file
 from persea.models.vllm_backend import load_vllm, vllm_available
 from persea.skills import get_world
-
-FORMAT = "persea-harvest/1"
-
 
 class _RateColumn(ProgressColumn):
     def render(self, task) -> Text:
@@ -73,7 +73,7 @@ class HarvestResult:
 
 def _plan(project, records) -> dict:
     h = project.spec.harvest
-    return {"format": FORMAT, "project": project.spec.name, "prompts": len(records),
+    return {"format": fmt.FORMAT, "project": project.spec.name, "prompts": len(records),
             "prompts_sha256": prompt_io.digest(records), "top_k": h.top_k,
             "max_new_tokens": h.max_new_tokens, "shard_size": h.shard_size,
             "teachers": [t.name for t in project.spec.teachers]}
@@ -130,18 +130,18 @@ def _prepare_teacher(tdir: Path, spec, model, scoring: bool = False) -> None:
     rows) differently from the vLLM engine that generated."""
     info = {"name": spec.name, "source": spec.source, "fingerprint": model.fingerprint,
             "tokenizer_fingerprint": model.tokenizer_fingerprint,
-            "vocab_size": model.vocab_size, "id_dtype": str(shards.id_type(model.vocab_size))}
-    if scoring and (tdir / "teacher.json").exists():
-        _check_same(tdir / "teacher.json", {k: info[k] for k in (
+            "vocab_size": model.vocab_size, "id_dtype": str(fmt.id_type(model.vocab_size))}
+    if scoring and (tdir / fmt.TEACHER).exists():
+        _check_same(tdir / fmt.TEACHER, {k: info[k] for k in (
             "name", "fingerprint", "tokenizer_fingerprint")}, f"teacher {spec.name!r}")
         return
-    _check_same(tdir / "teacher.json", info, f"teacher {spec.name!r}")
+    _check_same(tdir / fmt.TEACHER, info, f"teacher {spec.name!r}")
     tdir.mkdir(parents=True, exist_ok=True)
-    if getattr(model, "tokenizer", None) is not None and not (tdir / "tokenizer").exists():
+    if getattr(model, "tokenizer", None) is not None and not (tdir / fmt.TOKENIZER).exists():
         tmp_tok = tdir / ".tokenizer.tmp"
         model.tokenizer.save_pretrained(str(tmp_tok))
-        tmp_tok.rename(tdir / "tokenizer")
-    shards.write_text_atomic(tdir / "teacher.json", _dump(info))
+        tmp_tok.rename(tdir / fmt.TOKENIZER)
+    writer.write_text_atomic(tdir / fmt.TEACHER, _dump(info))
 
 
 def run_harvest(project, console: Console | None = None, load=None,
@@ -173,12 +173,12 @@ def run_harvest(project, console: Console | None = None, load=None,
     out = project.resolve(h.out)
     records = prompt_io.load_prompts(project)
     plan = _plan(project, records)
-    _check_same(out / "plan.json", plan, "settings")
+    _check_same(out / fmt.PLAN, plan, "settings")
     out.mkdir(parents=True, exist_ok=True)
     if parts == 1:
-        shards.clean_temporaries(out)
-    shards.write_text_atomic(out / "plan.json", _dump(plan))
-    shards.write_text_atomic(out / "prompts.jsonl", prompt_io.to_jsonl(records))
+        writer.clean_temporaries(out)
+    writer.write_text_atomic(out / fmt.PLAN, _dump(plan))
+    writer.write_text_atomic(out / fmt.PROMPTS, prompt_io.to_jsonl(records))
 
     n_shards = (len(records) + h.shard_size - 1) // h.shard_size
     summaries: list[TeacherSummary] = []
@@ -192,9 +192,9 @@ def run_harvest(project, console: Console | None = None, load=None,
                 continue
             tdir = out / spec.name
             if parts == 1:  # with several workers, a temporary may be another one's
-                shards.clean_temporaries(tdir)
+                writer.clean_temporaries(tdir)
             todo = [i for i in range(n_shards) if i % parts == part
-                    and not (tdir / shards.SHARD_PATTERN.format(i)).exists()]
+                    and not (tdir / fmt.shard_name(i)).exists()]
             task = progress.add_task(spec.name, total=len(records))
             progress.update(task, total=sum(len(records[i * h.shard_size:(i + 1) * h.shard_size])
                                             for i in todo))
@@ -212,8 +212,8 @@ def run_harvest(project, console: Console | None = None, load=None,
                         rows += [(i * h.shard_size + b + j, r.id, t)
                                  for j, (r, t) in enumerate(zip(batch, traces))]
                         progress.advance(task, len(batch))
-                    table, exact = shards.traces_to_table(rows, h.top_k, model.vocab_size)
-                    shards.write_shard(tdir / shards.SHARD_PATTERN.format(i), table,
+                    table, exact = writer.traces_to_table(rows, h.top_k, model.vocab_size)
+                    writer.write_shard(tdir / fmt.shard_name(i), table,
                                        quant.reconstruction_error(exact))
                     summary.shards_written += 1
             summaries.append(summary)
@@ -222,7 +222,7 @@ def run_harvest(project, console: Console | None = None, load=None,
             cross.run_cross(project, out, records, score_load,
                             lambda spec, m: _prepare_teacher(out / spec.name, spec, m, True),
                             progress, teachers, worker)
-    complete = all((out / t / shards.SHARD_PATTERN.format(i)).exists()
+    complete = all((out / t / fmt.shard_name(i)).exists()
                    for t in names for i in range(n_shards))
     if not complete or (h.cross_score and
                         not cross.complete(out, project.spec.teachers, n_shards)):
@@ -241,22 +241,22 @@ def _finish(out: Path, plan: dict, records, summaries, n_shards: int,
     manifest = {"plan": plan, "teachers": {}}
     for s in summaries:
         tdir = out / s.name
-        info = json.loads((tdir / "teacher.json").read_text(encoding="utf-8"))
+        info = json.loads((tdir / fmt.TEACHER).read_text(encoding="utf-8"))
         files, stats, tokens = [], [], []
         for i in range(n_shards):
-            path = tdir / shards.SHARD_PATTERN.format(i)
-            table = shards.read_shard(path)
-            n_tok = sum(len(x) for x in table.column("token_ids").to_pylist())
+            path = tdir / fmt.shard_name(i)
+            table = read_shard(path)
+            n_tok = sum(len(x) for x in table.column(fmt.TOKEN_IDS).to_pylist())
             size = path.stat().st_size
             files.append({"file": path.name, "sha256": sha256_file(path),
                           "rows": table.num_rows, "tokens": n_tok, "bytes": size})
-            stats.append(shards.shard_stats(path))
+            stats.append(shard_stats(path))
             tokens.append(n_tok)
             s.responses += table.num_rows
             s.tokens += n_tok
             s.bytes += size
-            for idx, text in zip(table.column("prompt_index").to_pylist(),
-                                 table.column("text").to_pylist()):
+            for idx, text in zip(table.column(fmt.PROMPT_INDEX).to_pylist(),
+                                 table.column(fmt.TEXT).to_pylist()):
                 rec = records[idx]
                 if rec.answer is not None and rec.skill in skills:
                     s.checked += 1
@@ -271,5 +271,5 @@ def _finish(out: Path, plan: dict, records, summaries, n_shards: int,
         manifest["scores"] = scores
     manifest["total"] = {"tokens": result.tokens, "bytes": result.bytes,
                          "bytes_per_token": round(result.bytes_per_token, 2)}
-    shards.write_text_atomic(out / "manifest.json", _dump(manifest))
+    writer.write_text_atomic(out / fmt.MANIFEST, _dump(manifest))
     return result
