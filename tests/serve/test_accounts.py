@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from persea.db.schema import metadata
-from persea.errors import PerseaError
+from persea.errors import Kind, PerseaError
 from persea.accounts import audit
 from persea.accounts import InvalidKey, ModelNotAllowed, Price
 
@@ -60,7 +60,7 @@ def test_key_has_256_random_bits_and_is_never_stored(accounts, org, migrated_url
 def test_unknown_or_missing_key_is_refused(accounts, org, raw):
     with pytest.raises(InvalidKey) as err:
         accounts.authenticate(raw)
-    assert err.value.status == 401 and err.value.code == "invalid_api_key"
+    assert err.value.kind == Kind.UNAUTHENTICATED and err.value.code == "invalid_api_key"
 
 
 def test_a_key_one_character_off_is_refused(accounts, org):
@@ -101,7 +101,7 @@ def test_model_limits(accounts, org):
     assert accounts.check_model(caller, "persea-small") == PRICES["persea-small"]
     with pytest.raises(ModelNotAllowed) as err:
         accounts.check_model(caller, "persea-large")
-    assert err.value.status == 403 and err.value.code == "model_not_allowed"
+    assert err.value.kind == Kind.FORBIDDEN and err.value.code == "model_not_allowed"
     with pytest.raises(ModelNotAllowed):
         accounts.check_model(caller, "gpt-unknown")
     assert accounts.models_for(caller) == ["persea-small"]

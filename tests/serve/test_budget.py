@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from persea.db.schema import reservations, usage_records
 from persea.accounts import (Accounts, AccountsError, BudgetExhausted, Price)
+from persea.errors import Kind
 
 # output 1 per million tokens: a request reserving 1000 output tokens holds exactly 0.001
 PRICES = {"m": Price(Decimal("0.2"), Decimal("1"))}
@@ -69,10 +70,10 @@ def test_release_costs_nothing_and_restores_the_budget(accounts, caller):
         accounts.settle(res, 0, 10)
 
 
-def test_budget_exhausted_is_a_402_with_a_safe_message(accounts, caller):
+def test_budget_exhausted_is_a_refusal_with_a_safe_message(accounts, caller):
     with pytest.raises(BudgetExhausted) as err:
         accounts.reserve(caller, "m", 0, 50_001, "too-big")
-    assert err.value.status == 402 and err.value.code == "insufficient_quota"
+    assert err.value.kind == Kind.BUDGET_EXHAUSTED and err.value.code == "insufficient_quota"
     assert "up to 0.050001 and 0.05 is left" in err.value.message
     assert "psk-" not in err.value.message
     assert accounts.balance(caller.org_id) == (0, 0)
@@ -82,7 +83,7 @@ def test_a_request_id_is_reserved_once(accounts, caller):
     accounts.reserve(caller, "m", 0, 1000, "same")
     with pytest.raises(AccountsError) as err:
         accounts.reserve(caller, "m", 0, 1000, "same")
-    assert err.value.status == 409
+    assert err.value.kind == Kind.CONFLICT
     for bad in ("", "x" * 201):
         with pytest.raises(AccountsError, match="request id"):
             accounts.reserve(caller, "m", 0, 1000, bad)

@@ -32,6 +32,7 @@ from persea.accounts.types import (AccountsError, BudgetExhausted, Caller, Inval
                                    hash_key, load_plan, new_id, utcnow)
 from persea.db import READ_ONLY, make_engine
 from persea.db.schema import api_keys, balances, orgs, plans, reservations
+from persea.errors import Kind
 
 T = TypeVar("T")
 MAX_TOKENS = 2**31 - 1  # per request and kind; usage columns are 32-bit INTEGER
@@ -187,7 +188,7 @@ class Accounts(AccountAdmin):
             if made is None:  # undo the hold in this same transaction: a refusal leaves no trace
                 conn.execute(ledger.UNHOLD, hold)
                 raise AccountsError(f"request id {request_id!r} was already used",
-                                    409, "duplicate_request_id")
+                                    Kind.CONFLICT, "duplicate_request_id")
             return reservation
 
         return op
@@ -208,14 +209,14 @@ class Accounts(AccountAdmin):
         if row is None:  # purged long after it was settled, or never made
             done = _usage_by_request(conn, reservation.request_id, missing_ok=True)
             if done is None:
-                raise AccountsError(f"no reservation {reservation.id}", 404,
+                raise AccountsError(f"no reservation {reservation.id}", Kind.NOT_FOUND,
                                     "reservation_not_found")
             return done
         if row.state == "settled":
             return _usage_by_request(conn, row.request_id)
         if row.state == "released":
             raise AccountsError(f"reservation {row.id} was released; nothing to settle",
-                                409, "reservation_released")
+                                Kind.CONFLICT, "reservation_released")
         price = Price(row.input_per_mtok, row.output_per_mtok)
         input_cost, output_cost = price.cost(prompt_tokens, completion_tokens)
         record = UsageRecord(new_id("use"), row.request_id, row.org_id, row.key_id,
@@ -325,7 +326,8 @@ def _usage_by_request(conn: sa.Connection, request_id: str,
     if row is None and missing_ok:
         return None
     if row is None:  # pragma: no cover - a settled reservation always has its record
-        raise AccountsError(f"no usage record for request {request_id!r}", 500, "internal")
+        raise AccountsError(f"no usage record for request {request_id!r}", Kind.INTERNAL,
+                            "internal")
     return UsageRecord(row.id, row.request_id, row.org_id, row.key_id, row.model, row.month,
                        row.prompt_tokens, row.completion_tokens, row.input_cost,
                        row.output_cost, row.cost, row.created_at)

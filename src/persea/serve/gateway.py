@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from persea.accounts import Accounts, AccountsError, Caller, Reservation
 from persea.serve.backends.base import Backend, Prepared, Prompt, Sampling
-from persea.serve.errors import ApiError, bad_request
+from persea.serve.errors import ApiError, bad_request, refusal
 from persea.serve.limits import Ask, Limiter, retry_after_header
 from persea.serve.metrics import Metrics
 from persea.serve.wire import AnyRequest, refuse_unsupported
@@ -40,7 +40,7 @@ INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
 
 
 def api_error(err: AccountsError) -> ApiError:
-    return ApiError(err.status, err.message, code=err.code)
+    return refusal(err.kind, err.message, code=err.code)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
 from persea.serve.backends.base import BackendError, Piece, Prompt, Reported, Result
-from persea.serve.errors import ApiError, error_body, validation_error
+from persea.serve.errors import error_body, refusal, validation_error
 from persea.serve.gateway import Admission, Gateway
 from persea.serve.wire import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk,
                                ChatCompletionRequest, ChoiceLogprobs, ChunkChoice, Completion,
@@ -103,8 +103,8 @@ async def _complete(gw: Gateway, adm: Admission) -> Result:
         result = await adm.backend.complete(adm.prepared, adm.sampling)
     except BackendError as err:
         await gw.release(adm)
-        raise ApiError(err.status, f"{err.message}; you were not charged",
-                       code="backend_error", reason="backend_error") from None
+        raise refusal(err.kind, f"{err.message}; you were not charged",
+                      code="backend_error", reason="backend_error") from None
     except BaseException:
         await gw.release(adm)  # cancelled (caller gone) or a bug: nothing was delivered
         raise
@@ -208,11 +208,12 @@ async def _metered(gw: Gateway, adm: Admission, make_chunk, make_usage_chunk):
                         yield chunk
         except BackendError as err:
             await gw.release(adm)
-            message = f"{err.message}; you were not charged"
+            error = refusal(err.kind, f"{err.message}; you were not charged",
+                            code="backend_error", reason="backend_error")
             if not sent:  # nothing answered yet: a proper error status (see _sse)
-                raise ApiError(err.status, message, code="backend_error",
-                               reason="backend_error") from None
-            yield b"data: " + error_body(err.status, message, code="backend_error") + b"\n\n"
+                raise error from None
+            yield b"data: " + error_body(error.status, error.message, code=error.code,
+                                         type=error.type) + b"\n\n"
             return
         finished = True
         prompt_tokens, completion_tokens = tally.counts()
