@@ -5,6 +5,11 @@
     -> rate limits (429 + Retry-After) -> reserve the worst case (402) -> [generate]
     -> settle with the exact counts  |  release when the backend failed (nothing charged)
 
+Every decision to charge or release is taken here: `admit` reserves, `complete` and `stream`
+run the model and settle or release on every way out (a stream whose caller went away is
+charged for what it produced); the HTTP routes only translate the wire to these calls and
+their results back.
+
 `Accounts` is synchronous (SQLAlchemy). Reads run on a small thread pool; every write goes
 through one group-commit writer (`persea.accounts.writer`): the reserves, settles and releases
 queued at one moment share one transaction and one commit, each with its own conditional
@@ -22,11 +27,13 @@ import logging
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import AsyncIterator
 
 import sqlalchemy as sa
 
 from persea.accounts import Accounts, AccountsError, Caller, Reservation
-from persea.serve.backends.base import Backend, Prepared, Prompt, Sampling
+from persea.serve.backends.base import (Backend, BackendError, Piece, Prepared, Prompt,
+                                        Reported, Result, Sampling)
 from persea.serve.errors import ApiError, bad_request, refusal
 from persea.serve.limits import Ask, Limiter, retry_after_header
 from persea.serve.metrics import Metrics
@@ -57,6 +64,40 @@ class Admission:
     reservation: Reservation
     tpm: Ask | None
     done: bool = False
+
+
+@dataclass(frozen=True)
+class Charged:
+    """The last item of a finished stream: what it was charged (after the settle)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class _Tally:
+    """Tokens produced so far: what a stream is charged, also when it is cut short."""
+
+    def __init__(self, adm: Admission):
+        self.prompt = adm.prepared.prompt_tokens
+        self.completion = 0
+        self.reported: Reported | None = None
+
+    def add(self, item) -> bool:
+        if isinstance(item, Reported):
+            self.reported = item
+            return False
+        self.completion += item.tokens
+        return True
+
+    def counts(self) -> tuple[int, int]:
+        if self.reported is not None:
+            return self.reported.prompt_tokens, self.reported.completion_tokens
+        return self.prompt, self.completion
+
+
+def backend_refusal(err: BackendError) -> ApiError:
+    return refusal(err.kind, f"{err.message}; you were not charged", code="backend_error",
+                   reason="backend_error")
 
 
 class Gateway:
@@ -238,6 +279,49 @@ class Gateway:
                            f"in {wait:.1f} s", code="rate_limit_exceeded",
                            headers={"Retry-After": retry_after_header(wait)})
         return tpm
+
+    # -- the model ----------------------------------------------------------------------
+    async def complete(self, adm: Admission) -> Result:
+        """The whole answer; settled (lazily) with its exact counts, or released when the
+        backend fails or the caller goes away before it is given."""
+        self.metrics.in_flight.labels(adm.model).inc()
+        try:
+            result = await adm.backend.complete(adm.prepared, adm.sampling)
+        except BackendError as err:
+            await self.release(adm)
+            raise backend_refusal(err) from None
+        except BaseException:
+            await self.release(adm)  # cancelled (caller gone) or a bug: nothing was delivered
+            raise
+        finally:
+            self.metrics.in_flight.labels(adm.model).dec()
+        self.settle_soon(adm, result.prompt_tokens, result.completion_tokens)
+        return result
+
+    async def stream(self, adm: Admission) -> AsyncIterator[Piece | Charged]:
+        """The answer piece by piece, then `Charged` once settled with the exact counts.
+        A backend failure releases the reservation and raises the refusal (ApiError); a
+        stream closed early (the caller went away) is charged for what it produced."""
+        tally = _Tally(adm)
+        self.metrics.in_flight.labels(adm.model).inc()
+        finished = False
+        try:
+            try:
+                async for item in adm.backend.stream(adm.prepared, adm.sampling):
+                    if tally.add(item):
+                        yield item
+            except BackendError as err:
+                await self.release(adm)
+                raise backend_refusal(err) from None
+            finished = True
+            prompt_tokens, completion_tokens = tally.counts()
+            await self.settle(adm, prompt_tokens, completion_tokens)
+            yield Charged(prompt_tokens, completion_tokens)
+        finally:
+            self.metrics.in_flight.labels(adm.model).dec()
+            if not finished and not adm.done:
+                # The caller went away (or the task is torn down): charge what was produced.
+                self.settle_now(adm, *tally.counts())
 
     # -- after the model --------------------------------------------------------------
     def settle_soon(self, adm: Admission, prompt_tokens: int, completion_tokens: int) -> None:
