@@ -21,9 +21,9 @@ PRICES = {"m": Price(Decimal("0.2"), Decimal("1"))}
 
 @pytest.fixture
 def caller(accounts):
-    accounts.create_plan("small", PRICES, monthly_budget=Decimal("0.05"))
-    accounts.create_org("acme", "small")
-    return accounts.authenticate(accounts.create_key("acme").raw_key)
+    accounts.admin.create_plan("small", PRICES, monthly_budget=Decimal("0.05"))
+    accounts.admin.create_org("acme", "small")
+    return accounts.authenticate(accounts.admin.create_key("acme").raw_key)
 
 
 def _usage_rows(accounts):
@@ -191,9 +191,9 @@ def test_budget_change_applies_at_once_and_unlimited_is_unlimited(accounts, call
     accounts.reserve(caller, "m", 0, 50_000, "all")
     with pytest.raises(BudgetExhausted):
         accounts.reserve(caller, "m", 0, 1000, "one-more")
-    accounts.update_plan("small", monthly_budget=Decimal("0.051"))
+    accounts.admin.update_plan("small", monthly_budget=Decimal("0.051"))
     accounts.reserve(caller, "m", 0, 1000, "one-more")  # the cached caller is not stale
-    accounts.update_plan("small", monthly_budget=None)
+    accounts.admin.update_plan("small", monthly_budget=None)
     accounts.reserve(caller, "m", 0, 10**9, "huge")
 
 
@@ -222,13 +222,13 @@ def test_a_really_killed_gateway_leaves_nothing_held_after_reconcile(accounts, m
     import subprocess
     import sys
 
-    accounts.create_plan("small", PRICES, monthly_budget=Decimal("0.05"))
-    accounts.create_org("acme", "small")
-    raw = accounts.create_key("acme").raw_key
+    accounts.admin.create_plan("small", PRICES, monthly_budget=Decimal("0.05"))
+    accounts.admin.create_org("acme", "small")
+    raw = accounts.admin.create_key("acme").raw_key
     proc = subprocess.run([sys.executable, "-c", KILLED_GATEWAY, migrated_url, raw],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == -9 and proc.stdout.startswith("res_"), proc.stderr
-    org_id = accounts.org("acme").id
+    org_id = accounts.admin.org("acme").id
     assert accounts.balance(org_id) == (0, Decimal("0.02"))  # held by a dead process
     assert accounts.reconcile() == 0  # the next gateway starts at once: not expired yet
     clock.advance(minutes=15)

@@ -5,7 +5,7 @@ prompt plus `max_tokens`, held against the org's monthly budget in one atomic UP
 generation -> `settle` (exactly one usage record, the exact cost charged, the rest given
 back) or `release` (the backend failed: nothing charged). `reconcile()` at gateway start
 gives back what a killed gateway left held. Admin operations (create org, plan, key; revoke)
-come from `AccountAdmin` in `persea.accounts.admin`; every one writes an audit row.
+are `accounts.admin`, an `AccountAdmin` (persea.accounts.admin); each writes an audit row.
 
 All methods are synchronous and thread-safe; call them from a thread pool in async code.
 `reserve_op`, `settle_op` and `release_op` build the same writes as functions of a
@@ -41,13 +41,14 @@ __all__ = ["Accounts", "AccountsError", "BudgetExhausted", "Caller", "InvalidKey
            "ModelNotAllowed", "PlanTerms", "Price", "Reservation", "UsageRecord"]
 
 
-class Accounts(AccountAdmin):
+class Accounts:
     """The accounts database at `url` (already migrated: `persea.db.upgrade(url)`).
 
     `clock` returns the current aware UTC time (tests move it); reservations expire after
     `reservation_ttl`; `authenticate` caches a key for `cache_seconds` (revoking or changing
     anything through this object clears the cache at once; a change made by another process
-    is seen within `cache_seconds`)."""
+    is seen within `cache_seconds`). Plans, organisations and keys are managed through
+    `admin` (persea.accounts.admin.AccountAdmin), on the same database."""
 
     def __init__(self, url: str | sa.Engine, *, clock: Callable[[], datetime] = utcnow,
                  reservation_ttl: timedelta = timedelta(minutes=15),
@@ -59,6 +60,8 @@ class Accounts(AccountAdmin):
         self.actor = actor
         self._cache: dict[str, tuple[float, Caller, datetime | None]] = {}
         self._cache_lock = threading.Lock()
+        self.admin = AccountAdmin(self.engine, clock=lambda: self.clock(), actor=actor,
+                                  changed=self._forget_cached)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -86,7 +86,7 @@ def orgs_create(name: str = typer.Argument(..., help="Organisation name."),
                 plan: str = typer.Option(..., "--plan", help="The plan it is on."),
                 db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """Create an organisation on a plan."""
-    org = open_accounts(db, project).create_org(name, plan)
+    org = open_accounts(db, project).admin.create_org(name, plan)
     out.print(f"created organisation {org.name} ({org.id}) on plan {org.plan}")
 
 
@@ -94,7 +94,7 @@ def orgs_create(name: str = typer.Argument(..., help="Organisation name."),
 def orgs_list(db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """List organisations."""
     table = Table("name", Column("id", no_wrap=True), "plan", "created")
-    for org in open_accounts(db, project).orgs():
+    for org in open_accounts(db, project).admin.orgs():
         table.add_row(org.name, org.id, org.plan, _when(org.created_at))
     out.print(table)
 
@@ -127,7 +127,7 @@ def keys_create(org: str = OrgOpt,
     """Create an API key and print it ONCE (only its hash is stored)."""
     accounts = open_accounts(db, project)
     expires_at = parse_expiry(expires, accounts.clock()) if expires else None
-    new = accounts.create_key(org, name=name, expires_at=expires_at, models=model or None)
+    new = accounts.admin.create_key(org, name=name, expires_at=expires_at, models=model or None)
     k = new.info
     err.print(f"created key {k.id} for {org}; expires: {_when(k.expires_at)}; models: "
               f"{', '.join(k.allowed_models) if k.allowed_models else 'all of the plan'}")
@@ -140,11 +140,11 @@ def keys_list(org: Optional[str] = typer.Option(None, "--org", help="Only this o
               db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """List API keys (id, display prefix, limits and state; never the key)."""
     accounts = open_accounts(db, project)
-    names = {o.id: o.name for o in accounts.orgs()}
+    names = {o.id: o.name for o in accounts.admin.orgs()}
     now = accounts.clock()
     table = Table(Column("id", no_wrap=True), "org", "name", Column("prefix", no_wrap=True),
                   "models", Column("expires", no_wrap=True), Column("state", no_wrap=True))
-    for k in accounts.keys(org):
+    for k in accounts.admin.keys(org):
         state = ("revoked" if k.revoked_at else
                  "expired" if k.expires_at and k.expires_at <= now else "active")
         table.add_row(k.id, names.get(k.org_id, k.org_id), k.name, k.prefix + "…",
@@ -157,7 +157,7 @@ def keys_list(org: Optional[str] = typer.Option(None, "--org", help="Only this o
 def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (see `persea keys list`)."),
                 db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """Revoke an API key."""
-    key = open_accounts(db, project).revoke_key(key_id)
+    key = open_accounts(db, project).admin.revoke_key(key_id)
     out.print(f"revoked {key.id} ({key.prefix}…)")
 
 
@@ -205,7 +205,7 @@ def plans_create(name: str = typer.Argument(..., help="Plan name."),
     prices = _prices(price)
     if not prices:
         raise PerseaError("a plan needs at least one --price MODEL=IN/OUT")
-    plan = open_accounts(db, project).create_plan(
+    plan = open_accounts(db, project).admin.create_plan(
         name, prices, rpm=rpm, tpm=tpm, monthly_budget=_budget(budget),
         allow_logprobs=logprobs > 0, max_top_logprobs=logprobs)
     out.print(f"created plan {plan.name}: {len(plan.prices)} model(s), monthly budget "
@@ -231,7 +231,7 @@ def plans_update(name: str = typer.Argument(..., help="Plan name."),
              "monthly_budget": UNSET if budget is None else _budget(budget),
              "allow_logprobs": UNSET if logprobs is None else logprobs > 0,
              "max_top_logprobs": UNSET if logprobs is None else logprobs}
-    plan = open_accounts(db, project).update_plan(name, prices=_prices(price),
+    plan = open_accounts(db, project).admin.update_plan(name, prices=_prices(price),
                                                   drop_models=drop_model or (), **given)
     out.print(f"updated plan {plan.name}")
 
@@ -242,7 +242,7 @@ def plans_list(db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     table = Table("plan", Column("model", no_wrap=True), *(
         Column(c, justify="right") for c in ("in/Mtok", "out/Mtok", "rpm", "tpm", "budget")),
         "logprobs")
-    for plan in open_accounts(db, project).plans():
+    for plan in open_accounts(db, project).admin.plans():
         for i, (model, p) in enumerate(sorted(plan.prices.items())):
             first = i == 0
             table.add_row(plan.name if first else "", model, _money(p.input_per_mtok),
@@ -260,7 +260,7 @@ def plans_set(plan: str = typer.Argument(..., help="The plan to put the organisa
               org: str = OrgOpt, db: Optional[str] = DbOpt,
               project: Optional[Path] = ProjectOpt):
     """Put an organisation on a plan."""
-    info = open_accounts(db, project).set_org_plan(org, plan)
+    info = open_accounts(db, project).admin.set_org_plan(org, plan)
     out.print(f"organisation {info.name} is now on plan {info.plan}")
 
 

@@ -89,12 +89,12 @@ def bootstrap(accounts, models: list[str]) -> str | None:
     Returns the raw key (to print once), or None when the database already has orgs."""
     from persea.accounts.money import Price
 
-    if accounts.orgs():
+    if accounts.admin.orgs():
         return None
     price = Price(Decimal(DEFAULT_PRICE[0]), Decimal(DEFAULT_PRICE[1]))
-    accounts.create_plan("default", {m: price for m in models}, actor="persea serve")
-    accounts.create_org("default", "default", actor="persea serve")
-    return accounts.create_key("default", name="first key", actor="persea serve").raw_key
+    accounts.admin.create_plan("default", {m: price for m in models}, actor="persea serve")
+    accounts.admin.create_org("default", "default", actor="persea serve")
+    return accounts.admin.create_key("default", name="first key", actor="persea serve").raw_key
 
 
 def safe_url(url: str) -> str:
@@ -124,7 +124,7 @@ def run_serve(options: ServeOptions, echo=print) -> None:
         echo(f"created org 'default' on plan 'default' ({', '.join(backends)} at "
              f"{DEFAULT_PRICE[0]}/{DEFAULT_PRICE[1]} per million tokens)")
         echo(f"first API key (shown once, store it now): {first_key}")
-    unpriced = sorted(set(backends) - {m for p in accounts.plans() for m in p.prices})
+    unpriced = sorted(set(backends) - {m for p in accounts.admin.plans() for m in p.prices})
     if unpriced:
         echo(f"note: no plan sells {', '.join(unpriced)} yet; price it with the admin API "
              "or CLI before anyone can call it")
