@@ -3,7 +3,7 @@
 Each command is a thin wrapper over `persea.accounts` / `persea.accounts.billing`: parse
 the flags, call one method, print a table. Every command takes `--db URL` (or $PERSEA_DB) or
 `--project DIR` (the project's database), and migrates the database to the newest schema
-before it starts, so a fresh directory just works. Heavy imports stay inside the commands.
+before it starts, so a fresh directory just works.
 """
 
 from __future__ import annotations
@@ -14,11 +14,21 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from persea.accounts import Accounts
+from persea.accounts import audit as audit_log
+from persea.accounts.admin import UNSET
+from persea.accounts.audit import default_actor
+from persea.accounts.billing import invoice
+from persea.accounts.billing import usage as month_usage
+from persea.accounts.money import format_money, parse_amount, parse_month, parse_price
+from persea.db import upgrade
 from persea.errors import PerseaError
+from persea.project import database_url
 
 out = Console()
 err = Console(stderr=True)
@@ -39,13 +49,6 @@ billing_app = typer.Typer(no_args_is_help=True, help="Invoices.")
 
 def open_accounts(db: str | None, project: Path | None):
     """The accounts database the flags point at, migrated; PerseaError when unusable."""
-    import sqlalchemy as sa
-
-    from persea.db import upgrade
-    from persea.project import database_url
-    from persea.accounts import Accounts
-    from persea.accounts.audit import default_actor
-
     url = database_url(db, project)
     try:
         shown = sa.make_url(url).render_as_string(hide_password=True)
@@ -61,8 +64,6 @@ def open_accounts(db: str | None, project: Path | None):
 
 
 def _money(value) -> str:
-    from persea.accounts.money import format_money
-
     return "unlimited" if value is None else format_money(value)
 
 
@@ -71,8 +72,6 @@ def _when(moment: datetime | None) -> str:
 
 
 def _month(value: Optional[str]) -> Optional[str]:
-    from persea.accounts.money import parse_month
-
     try:
         return None if value is None else parse_month(value)
     except ValueError as e:
@@ -164,8 +163,6 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (see `perse
 # -- plans ------------------------------------------------------------------------------------
 
 def _prices(values: list[str] | None) -> dict:
-    from persea.accounts.money import parse_price
-
     prices = {}
     for text in values or []:
         try:
@@ -177,8 +174,6 @@ def _prices(values: list[str] | None) -> dict:
 
 
 def _budget(text: Optional[str]):
-    from persea.accounts.money import parse_amount
-
     if text is None or text.strip().lower() in ("none", "unlimited"):
         return None
     try:
@@ -224,8 +219,6 @@ def plans_update(name: str = typer.Argument(..., help="Plan name."),
                  logprobs: Optional[int] = typer.Option(None, "--logprobs"),
                  db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """Change a plan's prices, limits or budget (only what is given)."""
-    from persea.accounts.admin import UNSET
-
     unlimited_if_zero = lambda v: UNSET if v is None else (v or None)  # noqa: E731
     given = {"rpm": unlimited_if_zero(rpm), "tpm": unlimited_if_zero(tpm),
              "monthly_budget": UNSET if budget is None else _budget(budget),
@@ -270,8 +263,6 @@ def usage(org: str = OrgOpt,
           month: Optional[str] = typer.Option(None, "--month", help="YYYY-MM (default: now)."),
           db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """An organisation's usage in a month: per model, and against its budget."""
-    from persea.accounts.billing import usage as month_usage
-
     summary = month_usage(open_accounts(db, project), org, _month(month))
     inv = summary.invoice
     table = Table("model", "requests", "prompt tokens", "completion tokens", "cost",
@@ -291,8 +282,6 @@ def billing_invoice(org: str = OrgOpt,
                     as_json: bool = typer.Option(False, "--json", help="JSON instead of Markdown."),
                     db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """An organisation's invoice for a month: lines per model, the exact total."""
-    from persea.accounts.billing import invoice
-
     inv = invoice(open_accounts(db, project), org, _month(month))
     print(json.dumps(inv.to_json(), indent=2) if as_json else inv.to_markdown(), end="\n")
 
@@ -311,8 +300,6 @@ def audit(limit: int = typer.Option(50, help="How many of the newest entries."),
           target: Optional[str] = typer.Option(None, help="Only entries about this id/name."),
           db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """The audit log of admin actions, newest first."""
-    from persea.accounts import audit as audit_log
-
     accounts = open_accounts(db, project)
     table = Table("when", "actor", "action", Column("target", no_wrap=True), "details")
     for e in audit_log.entries(accounts.engine, target, limit):
