@@ -37,12 +37,12 @@ from persea.serve.backends.base import (Backend, BackendError, Piece, Prepared, 
 from persea.serve.errors import ApiError, bad_request, refusal
 from persea.serve.limits import Ask, Limiter, retry_after_header
 from persea.serve.metrics import Metrics
+from persea.serve.sampling import bound_max_tokens, sampling_for
 from persea.serve.wire import AnyRequest, refuse_unsupported
 from persea.accounts.writer import GroupWriter, WalCheckpointer, WriterClosed
 
 log = logging.getLogger("persea.serve")
 
-DEFAULT_MAX_TOKENS = 256  # when a request names none (bounded by the context room too)
 INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
 
 
@@ -183,46 +183,6 @@ class Gateway:
             raise api_error(err) from None
         return backend
 
-    @staticmethod
-    def sampling_for(caller: Caller, req: AnyRequest, max_tokens: int) -> Sampling:
-        wants, k = req.wants_logprobs()
-        if req.logit_bias:
-            if wants:
-                raise ApiError(403, "logit_bias together with logprobs is refused: the two "
-                               "together would reveal the model's distribution",
-                               code="logprobs_not_allowed", param="logit_bias")
-            raise bad_request("logit_bias is not supported", "logit_bias", "unsupported")
-        top = None
-        if wants:
-            plan = caller.plan
-            if not plan.allow_logprobs:
-                raise ApiError(403, "logprobs are not available on your plan: the weights and "
-                               "the model's distribution stay closed",
-                               code="logprobs_not_allowed", param="logprobs")
-            top = min(k, plan.max_top_logprobs)  # capped at what the plan allows
-        return Sampling(max_tokens=max_tokens, n=req.n, stop=tuple(req.stops()),
-                        temperature=1.0 if req.temperature is None else req.temperature,
-                        top_p=1.0 if req.top_p is None else req.top_p, seed=req.seed,
-                        top_logprobs=top)
-
-    @staticmethod
-    def bound_max_tokens(req: AnyRequest, prepared: Prepared, prompt_param: str) -> int:
-        asked = req.requested_max_tokens()
-        room = prepared.max_new_tokens
-        if room is not None and room <= 0:
-            raise bad_request(f"the prompt is {prepared.prompt_tokens} tokens: it fills the "
-                              "model's context, leaving no room for an answer", prompt_param,
-                              "context_length_exceeded")
-        if asked is None:
-            return min(DEFAULT_MAX_TOKENS, room) if room is not None else DEFAULT_MAX_TOKENS
-        if room is not None and asked > room:
-            param = "max_completion_tokens" if getattr(req, "max_completion_tokens", None) \
-                else "max_tokens"
-            raise bad_request(f"{param} is {asked} but the prompt is {prepared.prompt_tokens} "
-                              f"tokens and the model's context leaves room for {room}", param,
-                              "context_length_exceeded")
-        return asked
-
     async def admit(self, caller: Caller, req: AnyRequest, prompt: Prompt,
                     prompt_param: str, id_prefix: str) -> Admission:
         unsupported = refuse_unsupported(req)
@@ -236,8 +196,8 @@ class Gateway:
             prepared = await asyncio.to_thread(backend.prepare, prompt)
         else:
             prepared = backend.prepare(prompt)
-        max_tokens = self.bound_max_tokens(req, prepared, prompt_param)
-        sampling = self.sampling_for(caller, req, max_tokens)
+        max_tokens = bound_max_tokens(req, prepared, prompt_param)
+        sampling = sampling_for(caller, req, max_tokens)
         worst = max_tokens * sampling.n
         tpm = await self._limit(caller, prepared.prompt_tokens + worst)
         request_id = f"{id_prefix}-{secrets.token_hex(12)}"
