@@ -109,7 +109,7 @@ def main() -> int:
         train_and_score(Path(args.child[0]), args.child[1], args.eval, Path(args.child[2]))
         return 0
 
-    from persea.harvest import run_harvest
+    from persea.harvest import HarvestJob, run_harvest
     from persea.models.sources import load_teacher
     from persea.project import load_project
     from persea.skills import skill_accuracy
@@ -127,7 +127,7 @@ def main() -> int:
     variants = {k: v for k, v in variants.items() if k not in args.skip}
     print(f"project: {root}", flush=True)
     proj = load_project(write_project(root, base, None, None, args.steps))
-    run_harvest(proj)
+    run_harvest(HarvestJob.of(proj))
 
     rows: list[tuple[str, dict, int]] = []
     for spec in proj.spec.teachers:

@@ -178,7 +178,7 @@ BUILTINS = ["qwen3-toy", "gemma3-toy", "gptoss-toy"]
 
 @pytest.fixture(scope="module")
 def cross_project(tmp_path_factory):
-    from persea.harvest import run_harvest
+    from persea.harvest import HarvestJob, run_harvest
     from persea.project import load_project
 
     d = tmp_path_factory.mktemp("combine") / "p"
@@ -192,7 +192,7 @@ def cross_project(tmp_path_factory):
                                     "intermediate_size": 64, "vocab_size": 350},
                         "weighting": ["uniform"]}}
     (d / "persea.yaml").write_text(yaml.safe_dump(data))
-    run_harvest(load_project(d))
+    run_harvest(HarvestJob.of(load_project(d)))
     return d
 
 

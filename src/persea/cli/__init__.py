@@ -67,10 +67,10 @@ def harvest(project: Optional[Path] = ProjectOpt,
             worker: str = typer.Option("0/1", help="I/N: only shards whose index is I mod N, "
                                        "to split a harvest across processes or machines.")):
     """Run every teacher over the prompts into the cache (resumes where it stopped)."""
-    from persea.harvest import run_harvest  # heavy: pyarrow
+    from persea.harvest import HarvestJob, run_harvest  # heavy: pyarrow
 
     proj = load_project(project)
-    result = run_harvest(proj, console=console, teachers=teacher or None,
+    result = run_harvest(HarvestJob.of(proj), console=console, teachers=teacher or None,
                          worker=_parse_worker(worker))
     if result is None:
         out.print("this worker's shards are done; the run that finds all shards present "

@@ -55,23 +55,23 @@ class ScoreSummary:
     shards_written: int = 0
 
 
-def run_cross(project, out: Path, records, load, prepare, progress,
+def run_cross(specs, h, out: Path, records, load, prepare, progress,
               teachers: list[str] | None, worker: tuple[int, int]) -> list[ScoreSummary]:
-    """Score the finished response shards of every author with every scorer.
+    """Score the finished response shards of every author (of the teacher `specs`) with
+    every scorer, under the harvest settings `h`.
 
     `load(spec)` gives the scorer's model and `prepare(spec, model)` checks it against the
     cache (the same teacher that generated). Only score shards whose index is `part mod
     parts` are done, and only those whose author shard exists already: with several workers,
     a later run picks up the rest. `teachers` limits the scorers.
     """
-    h = project.spec.harvest
     part, parts = worker
     n_shards = (len(records) + h.shard_size - 1) // h.shard_size
     done: list[ScoreSummary] = []
-    for spec in scorers(project.spec.teachers):
+    for spec in scorers(specs):
         if teachers and spec.name not in teachers:
             continue
-        authors = [a for s, a in pairs(project.spec.teachers) if s == spec.name]
+        authors = [a for s, a in pairs(specs) if s == spec.name]
         if parts == 1:
             for author in authors:
                 writer.clean_temporaries(score_dir(out, spec.name, author))

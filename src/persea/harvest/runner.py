@@ -12,26 +12,46 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
                            TextColumn, TimeRemainingColumn)
 from rich.text import Text
 
-from persea.errors import PerseaError
-from persea.harvest import prompts as prompt_io
 from persea.cache import format as fmt
 from persea.cache import quant, writer
 from persea.cache.reader import read_shard, shard_stats
+from persea.errors import PerseaError
 from persea.harvest import cross
+from persea.harvest import prompts as prompt_io
 from persea.models.fingerprint import sha256_file
 from persea.models.vllm_backend import load_vllm, vllm_available
+from persea.project import HarvestSpec, LoadedProject, PromptsSpec, TeacherSpec
 from persea.skills import get_world
 
 class _RateColumn(ProgressColumn):
     def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
         return Text(f"{speed:.1f} prompts/s" if speed else "-- prompts/s", style="cyan")
+
+
+@dataclass(frozen=True)
+class HarvestJob:
+    """What a harvest reads from a project, and nothing more: the project's name (recorded in
+    plan.json), its teachers, its prompt set, its `harvest:` section, and `resolve`, which
+    places a relative path (the cache, a prompt file, a teacher's weights) in the project."""
+
+    name: str
+    teachers: list[TeacherSpec]
+    prompts: PromptsSpec
+    settings: HarvestSpec
+    resolve: Callable[[str], Path]
+
+    @classmethod
+    def of(cls, project: LoadedProject) -> "HarvestJob":
+        s = project.spec
+        return cls(s.name, list(s.teachers), s.prompts, s.harvest, project.resolve)
 
 
 @dataclass
@@ -71,12 +91,12 @@ class HarvestResult:
         return self.bytes / self.tokens if self.tokens else 0.0
 
 
-def _plan(project, records) -> dict:
-    h = project.spec.harvest
-    return {"format": fmt.FORMAT, "project": project.spec.name, "prompts": len(records),
+def _plan(job: HarvestJob, records) -> dict:
+    h = job.settings
+    return {"format": fmt.FORMAT, "project": job.name, "prompts": len(records),
             "prompts_sha256": prompt_io.digest(records), "top_k": h.top_k,
             "max_new_tokens": h.max_new_tokens, "shard_size": h.shard_size,
-            "teachers": [t.name for t in project.spec.teachers]}
+            "teachers": [t.name for t in job.teachers]}
 
 
 def _check_same(path: Path, expected: dict, what: str) -> None:
@@ -110,15 +130,15 @@ def _merge_stats(per_shard: list[dict], tokens: list[int]) -> dict:
             / total}
 
 
-def pick_backend(spec, kind: str, project=None):
+def pick_backend(spec, kind: str, paths=None):
     """The model object for a teacher: vLLM when asked for (or, with `auto`, when it is
     installed and a GPU is present) and the teacher is a local or hub checkpoint."""
     from persea.models.sources import load_teacher
 
     if kind != "transformers" and (spec.path or spec.hub or spec.builtin):
         if kind == "vllm" or vllm_available():
-            return load_vllm(spec, project)
-    return load_teacher(spec, project)
+            return load_vllm(spec, paths)
+    return load_teacher(spec, paths)
 
 
 def _prepare_teacher(tdir: Path, spec, model, scoring: bool = False) -> None:
@@ -144,10 +164,10 @@ def _prepare_teacher(tdir: Path, spec, model, scoring: bool = False) -> None:
     writer.write_text_atomic(tdir / fmt.TEACHER, _dump(info))
 
 
-def run_harvest(project, console: Console | None = None, load=None,
+def run_harvest(job: HarvestJob, console: Console | None = None, load=None,
                 teachers: list[str] | None = None, worker: tuple[int, int] = (0, 1)
                 ) -> HarvestResult | None:
-    """Harvest every teacher of `project` into `project.spec.harvest.out`.
+    """Harvest every teacher of `job` (`HarvestJob.of(project)`) into its `harvest.out`.
 
     `teachers` limits the run to some teachers and `worker=(i, n)` to the shards whose index
     is i modulo n, so that several processes or machines sharing the cache directory can
@@ -157,8 +177,8 @@ def run_harvest(project, console: Console | None = None, load=None,
     With `harvest.cross_score`, a second pass (persea.harvest.cross) has every white-box
     teacher score the others' responses; score shards are split among workers the same way.
     """
-    h = project.spec.harvest
-    names = [t.name for t in project.spec.teachers]
+    h = job.settings
+    names = [t.name for t in job.teachers]
     unknown = sorted(set(teachers or []) - set(names))
     if unknown:
         raise PerseaError(f"--teacher {', '.join(unknown)}: no such teacher in the project "
@@ -168,11 +188,11 @@ def run_harvest(project, console: Console | None = None, load=None,
         raise PerseaError(f"--worker {part}/{parts}: expected I/N with 0 <= I < N")
     from persea.models.sources import load_teacher
 
-    score_load = load or (lambda spec: load_teacher(spec, project))  # scoring: transformers
-    load = load or (lambda spec: pick_backend(spec, h.backend, project))
-    out = project.resolve(h.out)
-    records = prompt_io.load_prompts(project)
-    plan = _plan(project, records)
+    score_load = load or (lambda spec: load_teacher(spec, job))  # scoring: transformers
+    load = load or (lambda spec: pick_backend(spec, h.backend, job))
+    out = job.resolve(h.out)
+    records = prompt_io.load_prompts(job.prompts, job.resolve)
+    plan = _plan(job, records)
     _check_same(out / fmt.PLAN, plan, "settings")
     out.mkdir(parents=True, exist_ok=True)
     if parts == 1:
@@ -187,7 +207,7 @@ def run_harvest(project, console: Console | None = None, load=None,
                         TimeRemainingColumn(), console=console, disable=console is None,
                         transient=False)
     with progress:
-        for spec in project.spec.teachers:
+        for spec in job.teachers:
             if teachers and spec.name not in teachers:
                 continue
             tdir = out / spec.name
@@ -219,17 +239,17 @@ def run_harvest(project, console: Console | None = None, load=None,
             summaries.append(summary)
             model = None  # free it before the next one loads
         if h.cross_score:
-            cross.run_cross(project, out, records, score_load,
+            cross.run_cross(job.teachers, h, out, records, score_load,
                             lambda spec, m: _prepare_teacher(out / spec.name, spec, m, True),
                             progress, teachers, worker)
     complete = all((out / t / fmt.shard_name(i)).exists()
                    for t in names for i in range(n_shards))
     if not complete or (h.cross_score and
-                        not cross.complete(out, project.spec.teachers, n_shards)):
+                        not cross.complete(out, job.teachers, n_shards)):
         return None
     done = {s.name: s for s in summaries}
     summaries = [done.get(t, TeacherSummary(t, shards_skipped=n_shards)) for t in names]
-    scores = cross.manifest_section(out, project.spec.teachers, n_shards) \
+    scores = cross.manifest_section(out, job.teachers, n_shards) \
         if h.cross_score else None
     return _finish(out, plan, records, summaries, n_shards, scores)
 
