@@ -158,7 +158,7 @@ def main() -> int:
         child(Path(args.child[0]), args.child[1], args.eval, Path(args.child[2]), args.warm)
         return 0
 
-    from persea.harvest import run_harvest  # heavy: torch, transformers
+    from persea.harvest import HarvestJob, run_harvest  # heavy: torch, transformers
     from persea.models.sources import load_teacher
     from persea.project import load_project
     from persea.skills import skill_accuracy
@@ -183,7 +183,7 @@ def main() -> int:
           f"harvest: {args.per_skill} prompts per skill; test: {args.eval} items per skill",
           flush=True)
     proj = load_project(write_project(root, base, None))
-    run_harvest(proj)
+    run_harvest(HarvestJob.of(proj))
 
     table_rows: list[Row] = []
     for spec in proj.spec.teachers:

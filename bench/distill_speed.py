@@ -104,11 +104,11 @@ def main() -> int:
 
     import torch
 
-    from persea.distill.cache import open_harvest
+    from persea.cache.reader import open_harvest
     from persea.distill.data import build_examples
     from persea.distill.student import harvest_corpus, train_student_tokenizer
     from persea.distill.weighting import example_weights
-    from persea.harvest import run_harvest
+    from persea.harvest import HarvestJob, run_harvest
     from persea.init_template import EXAMPLE_PROJECT
     from persea.project import load_project
 
@@ -118,7 +118,7 @@ def main() -> int:
         data["prompts"]["toyworld"]["per_skill"] = args.per_skill
         (Path(tmp) / "persea.yaml").write_text(yaml.safe_dump(data))
         proj = load_project(Path(tmp))
-        run_harvest(proj)
+        run_harvest(HarvestJob.of(proj))
         harvest = open_harvest(proj.resolve(proj.spec.harvest.out))
         student = data["distill"]["student"]  # the example project's student
         tok = train_student_tokenizer(harvest_corpus(harvest.path), student["vocab_size"])

@@ -151,10 +151,10 @@ def _prepare_database(db_url: str) -> str:
     upgrade(db_url)
     acc = Accounts(db_url)
     # Limits and budget are set but far away, so every check runs and none refuses.
-    acc.create_plan("bench", {"stub": Price(Decimal("0.5"), Decimal("1.5"))},
+    acc.admin.create_plan("bench", {"stub": Price(Decimal("0.5"), Decimal("1.5"))},
                     rpm=10_000_000, tpm=1_000_000_000, monthly_budget=Decimal("1000000"))
-    acc.create_org("bench", "bench")
-    key = acc.create_key("bench").raw_key
+    acc.admin.create_org("bench", "bench")
+    key = acc.admin.create_key("bench").raw_key
     acc.close()
     return key
 

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from persea.harvest import quant, shards
+from persea.cache import quant, writer
 from persea.harvest.prompts import from_toyworld
 from persea.models.sources import load_gguf, load_hf_dir
 from persea.toyworld.builtin import BUILTIN_TEACHERS
@@ -35,7 +35,7 @@ def baseline_bytes(rows, top_k: int, path: Path) -> int:
         return pa.array([list(v) for v in values], type=pa.list_(typ))
 
     traces = [t for _, _, t in rows]
-    topk = [shards._topk_rows(t, top_k) for t in traces]
+    topk = [writer._topk_rows(t, top_k) for t in traces]
     table = pa.table({
         "prompt_index": pa.array([i for i, _, _ in rows], pa.int32()),
         "prompt_id": pa.array([p for _, p, _ in rows]),
@@ -82,10 +82,10 @@ def main() -> int:
                                         args.top_k)
                 rows += [(b + j, r.id, t) for j, (r, t) in enumerate(zip(batch, traces))]
             rate = len(records) / (time.perf_counter() - start)
-            table, exact = shards.traces_to_table(rows, args.top_k, model.vocab_size)
+            table, exact = writer.traces_to_table(rows, args.top_k, model.vocab_size)
             err = quant.reconstruction_error(exact)
             ours = Path(tmp) / f"{model.name}.parquet"
-            shards.write_shard(ours, table, err)
+            writer.write_shard(ours, table, err)
             plain = baseline_bytes(rows, args.top_k, Path(tmp) / f"{model.name}-plain.parquet")
             n_tok = sum(len(t) for _, _, t in rows)
             ours_bpt = ours.stat().st_size / n_tok

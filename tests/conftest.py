@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from tests.databases import accounts, clock, db_url, migrated_url  # noqa: F401 - fixtures
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -3,9 +3,12 @@
 Walks every module under src/persea and bench/ with `ast` (nothing is imported) and checks:
 the toy world is a leaf that no product package names; only `persea.cli` imports
 `persea.cli`; `persea.accounts` knows nothing of HTTP (`persea.serve`); the database layer
-does not read the project file; benchmarks import nothing from tests/; the top-level packages
-import each other without a cycle; and no persea module is imported inside a function (that
-hides the graph) unless importing it loads a heavy library such as torch or transformers.
+does not read the project file; the distiller reads the harvest through the cache format
+(`persea.cache`), never the harvest itself, and the cache imports neither stage; benchmarks
+import nothing from tests/; the top-level packages import each other without a cycle; and no
+persea module is imported inside a function (that hides the graph) unless importing it loads
+a heavy library such as torch or transformers (in the CLI, such an import says so on its
+line: `# heavy: torch`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
-PRODUCT = ("models", "harvest", "distill", "evaluate", "accounts", "serve", "db")
+PRODUCT = ("models", "cache", "harvest", "distill", "evaluate", "accounts", "serve", "db")
 
 
 def _module_name(path: Path) -> str:
@@ -92,6 +95,17 @@ def test_the_database_layer_does_not_read_the_project():
     assert _edges(lambda m: _under(m, "persea.db"), lambda m: _under(m, "persea.project")) == []
 
 
+def test_the_distiller_reads_the_cache_not_the_harvest():
+    assert _edges(lambda m: _under(m, "persea.distill"),
+                  lambda m: _under(m, "persea.harvest")) == []
+
+
+@pytest.mark.parametrize("stage", ["harvest", "distill"])
+def test_the_cache_format_knows_no_stage(stage):
+    assert _edges(lambda m: _under(m, "persea.cache"),
+                  lambda m: _under(m, f"persea.{stage}")) == []
+
+
 def test_benchmarks_import_nothing_from_tests():
     assert _edges(lambda m: _under(m, "bench"), lambda m: _under(m, "tests")) == []
 
@@ -129,7 +143,7 @@ def test_no_cycle_between_top_level_packages():
 
 
 HEAVY = ("torch", "transformers", "accelerate", "lm_eval", "matplotlib", "pyarrow", "vllm",
-         "gguf", "safetensors", "tokenizers", "uvicorn")
+         "gguf", "safetensors", "tokenizers", "uvicorn", "fastapi", "aiohttp")
 
 
 def _heavy_modules() -> set[str]:
@@ -165,4 +179,20 @@ def test_product_packages_import_no_persea_module_inside_a_function(package):
              for src, imports in IMPORTS.items() if _under(src, f"persea.{package}")
              for dst, line, inside in imports
              if inside and _under(dst, "persea") and dst not in HEAVY_MODULES]
+    assert local == []
+
+
+def test_the_cli_imports_at_the_top_unless_a_module_is_heavy():
+    """A command module imports what it uses at its top; an import stays in the command's
+    function only when it loads a heavy library, and its line says which (`# heavy: torch`)."""
+    local = []
+    for path in FILES:
+        src = _module_name(path)
+        if not _under(src, "persea.cli"):
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for dst, line, inside in IMPORTS[src]:
+            heavy = dst.split(".")[0] in HEAVY or dst in HEAVY_MODULES
+            if inside and not (heavy and "# heavy: " in lines[line - 1]):
+                local.append(f"{src} -> {dst} (line {line})")
     assert local == []

@@ -28,11 +28,11 @@ def write_distill_project(directory, model_dir, **distill):
 @pytest.fixture(scope="session")
 def harvested(tmp_path_factory, tiny_model_dir):
     """A project directory whose harvest is done; copy it before writing into it."""
-    from persea.harvest import run_harvest
+    from persea.harvest import HarvestJob, run_harvest
     from persea.project import load_project
 
     d = write_distill_project(tmp_path_factory.mktemp("harvested") / "p", tiny_model_dir)
-    run_harvest(load_project(d))
+    run_harvest(HarvestJob.of(load_project(d)))
     return d
 
 

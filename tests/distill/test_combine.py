@@ -178,7 +178,7 @@ BUILTINS = ["qwen3-toy", "gemma3-toy", "gptoss-toy"]
 
 @pytest.fixture(scope="module")
 def cross_project(tmp_path_factory):
-    from persea.harvest import run_harvest
+    from persea.harvest import HarvestJob, run_harvest
     from persea.project import load_project
 
     d = tmp_path_factory.mktemp("combine") / "p"
@@ -192,7 +192,7 @@ def cross_project(tmp_path_factory):
                                     "intermediate_size": 64, "vocab_size": 350},
                         "weighting": ["uniform"]}}
     (d / "persea.yaml").write_text(yaml.safe_dump(data))
-    run_harvest(load_project(d))
+    run_harvest(HarvestJob.of(load_project(d)))
     return d
 
 
@@ -207,7 +207,7 @@ def with_combine(src, dst, combine, **loss):
 
 
 def test_examples_combine_every_teacher_on_the_authors_text(cross_project):
-    from persea.distill.cache import open_harvest, read_responses, read_scores
+    from persea.cache.reader import open_harvest, read_responses, read_scores
     from persea.distill.data import build_examples
     from persea.distill.student import harvest_corpus, train_student_tokenizer
 
@@ -269,7 +269,7 @@ def test_combine_without_cross_scores_or_logit_loss_is_refused(cross_project, pr
 def test_run_record_names_combine_only_away_from_its_default(cross_project, tmp_path):
     """A run made before the option existed (its run.json has no `combine`) still resumes
     under the default; a run with average or select records it."""
-    from persea.distill.cache import open_harvest
+    from persea.cache.reader import open_harvest
     from persea.distill.run import _config_record
     from persea.project import load_project
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from persea.distill.cache import open_harvest, read_responses
+from persea.cache.reader import open_harvest, read_responses
 from persea.distill.data import build_examples
 from persea.distill.student import harvest_corpus, train_student_tokenizer
 from persea.project import load_project

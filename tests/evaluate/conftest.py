@@ -1,12 +1,10 @@
 """Shared pieces of the evaluation tests: a tiny project (the untrained tiny Qwen as the
-student, built-in qwen3-toy as the teacher), models whose answers the test chooses, a
-loopback OpenAI-compatible stub, and a fresh PostgreSQL schema when the server is there."""
+student, built-in qwen3-toy as the teacher), models whose answers the test chooses, and a
+loopback OpenAI-compatible stub. The databases come from tests/databases.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
 import threading
 import time
@@ -14,12 +12,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import sqlalchemy as sa
 import yaml
-
-PG_URL = os.environ.get("PERSEA_TEST_PG_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
 
 def write_project(directory, student_from=None, release=None, per_skill=3, teachers=None):
     """A project directory; `student_from` (a model directory) is copied in as the student
@@ -112,30 +105,6 @@ def stub_endpoint():
     for s in servers:
         s.shutdown()
         s.server_close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    """An empty database: a SQLite file, or a fresh PostgreSQL schema dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'persea.db'}"
-        return
-    try:
-        admin = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-        with admin.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except Exception as err:  # any failure to connect: skip, naming the server
-        pytest.skip(f"PostgreSQL unreachable at {PG_URL} ({type(err).__name__})")
-    schema = f"persea_eval_test_{secrets.token_hex(6)}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield sa.make_url(PG_URL).update_query_dict(
-            {"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
 
 
 def add_run(store, model, outcomes, status="complete", fingerprint=None, suite="toyworld",

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from persea.errors import PerseaError
-from persea.harvest import cross, quant, run_harvest
-from persea.harvest.shards import SHARD_PATTERN
+from persea.cache import quant
+from persea.cache.format import SHARD_PATTERN
+from persea.harvest import HarvestJob, cross, run_harvest
 from persea.project import TeacherSpec, load_project
 
 from .test_harvest import tree, write_project
@@ -34,7 +35,7 @@ def write_builtin_project(directory):
 def builtin_harvest(tmp_path_factory):
     """The three built-in teachers (three tokenizers) on six prompts, cross-scored."""
     d = write_builtin_project(tmp_path_factory.mktemp("cross") / "p")
-    return d, run_harvest(load_project(d))
+    return d, run_harvest(HarvestJob.of(load_project(d)))
 
 
 def test_every_teacher_scores_every_other_on_the_same_text(builtin_harvest):
@@ -93,7 +94,7 @@ def test_resume_after_losing_a_score_shard_is_byte_identical(builtin_harvest, tm
         calls.append(spec.name)
         return load_teacher(spec)
 
-    again = run_harvest(load_project(copy), load=load)
+    again = run_harvest(HarvestJob.of(load_project(copy)), load=load)
     assert calls == ["gptoss-toy"]  # only the scorer with missing work was loaded
     assert [t.shards_written for t in again.teachers] == [0, 0, 0]
     assert tree(out) == tree(result.out)
@@ -104,18 +105,18 @@ def test_cross_scoring_can_be_added_to_a_finished_cache(tiny_cross_reference, tm
     """Scores only add files: the responses do not depend on the option, so turning it on
     for a finished cache scores what is there and gives the same bytes as one run."""
     project_dir = write_project(tmp_path / "p", tiny_model_dir, harvest={"shard_size": 8})
-    plain = run_harvest(load_project(project_dir))
+    plain = run_harvest(HarvestJob.of(load_project(project_dir)))
     assert plain.scores == {} and not (plain.out / "_scores").exists()
     assert "scores" not in json.loads((plain.out / "manifest.json").read_text())
     write_project(project_dir, tiny_model_dir, harvest={"shard_size": 8, "cross_score": True})
-    scored = run_harvest(load_project(project_dir))
+    scored = run_harvest(HarvestJob.of(load_project(project_dir)))
     assert [t.shards_written for t in scored.teachers] == [0, 0]
     assert set(scored.scores) == {"alpha", "beta"}
     assert tree(scored.out) == tree(tiny_cross_reference.out)
     write_project(project_dir, tiny_model_dir, harvest={"shard_size": 8, "cross_score": True,
                                                          "top_k": 4})
     with pytest.raises(PerseaError, match=r"top_k: cache has 16, now 4"):
-        run_harvest(load_project(project_dir))
+        run_harvest(HarvestJob.of(load_project(project_dir)))
 
 
 def test_a_changed_scorer_is_refused(builtin_harvest, tmp_path):
@@ -128,7 +129,7 @@ def test_a_changed_scorer_is_refused(builtin_harvest, tmp_path):
     info["fingerprint"] = "0" * 64  # the cache was made by other weights
     (out / "qwen3-toy" / "teacher.json").write_text(json.dumps(info))
     with pytest.raises(PerseaError, match=r"different teacher 'qwen3-toy' \(fingerprint"):
-        run_harvest(load_project(copy))
+        run_harvest(HarvestJob.of(load_project(copy)))
     assert not (out / "_scores" / "qwen3-toy" / "gemma3-toy" / SHARD_PATTERN.format(0)).exists()
 
 
@@ -146,7 +147,7 @@ def test_a_scorer_is_known_by_its_fingerprints_not_its_vocabulary_count(builtin_
     info = json.loads(record.read_text())
     info["vocab_size"] += 64
     record.write_text(json.dumps(info))
-    again = run_harvest(load_project(copy))
+    again = run_harvest(HarvestJob.of(load_project(copy)))
     assert again is not None and json.loads(record.read_text()) == info  # left as it was
     assert (out / "_scores" / "qwen3-toy" / "gemma3-toy" / SHARD_PATTERN.format(0)).exists()
 
@@ -163,7 +164,7 @@ def tiny_cross_reference(tmp_path_factory, tiny_model_dir):
     """Two teachers (one tiny model), 24 prompts in 3 shards, cross-scored in one run."""
     d = write_project(tmp_path_factory.mktemp("tiny-cross") / "p", tiny_model_dir,
                       harvest={"shard_size": 8, "cross_score": True})
-    return run_harvest(load_project(d))
+    return run_harvest(HarvestJob.of(load_project(d)))
 
 
 def test_workers_split_score_shards(tiny_cross_reference, tmp_path, tiny_model_dir):
@@ -173,14 +174,15 @@ def test_workers_split_score_shards(tiny_cross_reference, tmp_path, tiny_model_d
     reference = tiny_cross_reference
     proj = load_project(write_project(tmp_path / "split", tiny_model_dir, harvest=cs))
     out = proj.resolve("cache/harvest")
-    assert run_harvest(proj, teachers=["alpha"], worker=(0, 2)) is None
+    assert run_harvest(HarvestJob.of(proj), teachers=["alpha"], worker=(0, 2)) is None
     # alpha's even response shards exist, but beta's do not yet: nothing to score
     assert not (out / "_scores").exists()
-    assert run_harvest(proj, teachers=["beta"], worker=(0, 2)) is None
+    assert run_harvest(HarvestJob.of(proj), teachers=["beta"], worker=(0, 2)) is None
     assert sorted(p.name for p in (out / "_scores" / "beta" / "alpha").iterdir()) == [
         "shard-00000.parquet", "shard-00002.parquet"]
-    assert run_harvest(proj, worker=(1, 2)) is None  # odd shards; alpha scores beta's 1
+    # odd shards; alpha scores beta's 1
+    assert run_harvest(HarvestJob.of(proj), worker=(1, 2)) is None
     assert sorted(p.name for p in (out / "_scores" / "alpha" / "beta").iterdir()) == [
         "shard-00001.parquet"]
-    final = run_harvest(proj)
+    final = run_harvest(HarvestJob.of(proj))
     assert final is not None and tree(final.out) == tree(reference.out)

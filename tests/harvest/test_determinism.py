@@ -9,14 +9,15 @@ import sys
 import pytest
 import torch
 
-from persea.harvest import run_harvest
+from persea.harvest import HarvestJob, run_harvest
 from persea.project import load_project
 from tests.harvest.test_harvest import tree, write_project
 
 # Sets the ambient thread count the way a library or an earlier caller might, then harvests.
 _HARVEST = ("import sys, torch; torch.set_num_threads(int(sys.argv[2])); "
-            "from persea.harvest import run_harvest; from persea.project import load_project; "
-            "run_harvest(load_project(sys.argv[1]))")
+            "from persea.harvest import HarvestJob, run_harvest; "
+            "from persea.project import load_project; "
+            "run_harvest(HarvestJob.of(load_project(sys.argv[1])))")
 
 
 def _harvest_in_subprocess(project_dir, threads: int) -> dict[str, bytes]:
@@ -43,7 +44,7 @@ def test_the_callers_thread_count_is_restored(tmp_path, tiny_model_dir, ambient)
         project_dir = write_project(tmp_path / "p", tiny_model_dir,
                                     teachers=[{"name": "alpha", "path": str(tiny_model_dir)}],
                                     harvest={"threads": 2 if ambient == 1 else 1})
-        run_harvest(load_project(project_dir))
+        run_harvest(HarvestJob.of(load_project(project_dir)))
         assert torch.get_num_threads() == ambient
     finally:
         torch.set_num_threads(before)

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from persea.errors import PerseaError
-from persea.harvest import quant, run_harvest
+from persea.cache import quant
+from persea.harvest import HarvestJob, run_harvest
 from persea.project import load_project
 
 
@@ -41,7 +42,7 @@ def tree(root: Path) -> dict[str, bytes]:
 
 def test_cache_contents(tmp_path, tiny_model_dir):
     proj = load_project(write_project(tmp_path / "p", tiny_model_dir))
-    result = run_harvest(proj)
+    result = run_harvest(HarvestJob.of(proj))
     out = result.out
     assert result.prompts == 24
     manifest = json.loads((out / "manifest.json").read_text())
@@ -78,7 +79,7 @@ def test_under_100_bytes_per_token_at_top_32(tmp_path, tiny_model_dir):
         {"name": "alpha", "path": str(tiny_model_dir)}],
         prompts={"toyworld": {"per_skill": 8}},
         harvest={"shard_size": 48, "batch_size": 16, "max_new_tokens": 16, "top_k": 32})
-    result = run_harvest(load_project(project_dir))
+    result = run_harvest(HarvestJob.of(load_project(project_dir)))
     assert result.tokens == 48 * 16
     assert 0 < result.bytes_per_token < 100
     assert result.teachers[0].stats["max_abs_logprob"] <= quant.STEP / 2 + 1e-6
@@ -86,16 +87,16 @@ def test_under_100_bytes_per_token_at_top_32(tmp_path, tiny_model_dir):
 
 _KILLER = textwrap.dedent("""
     import os, signal, sys
-    from persea.harvest import shards
-    real, calls, die_at = shards.write_atomic, [0], int(sys.argv[2])
-    def write_then_die(path, writer):
+    from persea.cache import writer
+    real, calls, die_at = writer.write_atomic, [0], int(sys.argv[2])
+    def write_then_die(path, write):
         if path.name.startswith("shard-"):
             calls[0] += 1
             if calls[0] == die_at:
-                writer(path.with_name(f".{path.name}.tmp-{os.getpid()}"))  # half done
+                write(path.with_name(f".{path.name}.tmp-{os.getpid()}"))  # half done
                 os.kill(os.getpid(), signal.SIGKILL)
-        return real(path, writer)
-    shards.write_atomic = write_then_die
+        return real(path, write)
+    writer.write_atomic = write_then_die
     sys.argv = ["persea", "harvest", "--project", sys.argv[1]]
     from persea.cli import main
     main()
@@ -103,7 +104,8 @@ _KILLER = textwrap.dedent("""
 
 
 def test_kill_9_mid_shard_then_resume_is_byte_identical(tmp_path, tiny_model_dir):
-    reference = run_harvest(load_project(write_project(tmp_path / "ref", tiny_model_dir)))
+    ref = load_project(write_project(tmp_path / "ref", tiny_model_dir))
+    reference = run_harvest(HarvestJob.of(ref))
     victim = write_project(tmp_path / "victim", tiny_model_dir)
     proc = subprocess.run([sys.executable, "-c", _KILLER, str(victim), "8"],
                           capture_output=True, text=True, timeout=300)
@@ -113,7 +115,7 @@ def test_kill_9_mid_shard_then_resume_is_byte_identical(tmp_path, tiny_model_dir
     assert len(list(out.rglob("shard-*.parquet"))) == 7  # 6 of alpha + 1 of beta, whole
     assert list(out.rglob(".shard-*.tmp-*"))  # the interrupted write left only a temporary
 
-    resumed = run_harvest(load_project(victim))
+    resumed = run_harvest(HarvestJob.of(load_project(victim)))
     assert [t.shards_skipped for t in resumed.teachers] == [6, 1]
     assert [t.shards_written for t in resumed.teachers] == [0, 5]
     assert not list(out.rglob(".*.tmp-*"))
@@ -122,11 +124,11 @@ def test_kill_9_mid_shard_then_resume_is_byte_identical(tmp_path, tiny_model_dir
 
 def test_changed_settings_are_refused_and_nothing_is_overwritten(tmp_path, tiny_model_dir):
     project_dir = write_project(tmp_path / "p", tiny_model_dir)
-    result = run_harvest(load_project(project_dir))
+    result = run_harvest(HarvestJob.of(load_project(project_dir)))
     before = tree(result.out)
     write_project(project_dir, tiny_model_dir, harvest={"top_k": 8})
     with pytest.raises(PerseaError, match=r"different settings \(top_k: cache has 16, now 8\)"):
-        run_harvest(load_project(project_dir))
+        run_harvest(HarvestJob.of(load_project(project_dir)))
     assert tree(result.out) == before
 
 
@@ -134,7 +136,7 @@ def test_missing_teacher_path_fails_before_any_shard(tmp_path, tiny_model_dir):
     project_dir = write_project(tmp_path / "p", tiny_model_dir, teachers=[
         {"name": "ghost", "path": "no/such/model"}])
     with pytest.raises(PerseaError, match="teacher 'ghost': path does not exist"):
-        run_harvest(load_project(project_dir))
+        run_harvest(HarvestJob.of(load_project(project_dir)))
     assert not list(project_dir.rglob("*.parquet"))
 
 
@@ -146,13 +148,13 @@ def test_malformed_prompt_line_names_file_and_line(tmp_path, tiny_model_dir):
     (project_dir / "prompts.jsonl").write_text(
         '{"id": "a", "prompt": "What is 1 + 1?"}\n\n{"id": "b", "prompt": "x",}\n')
     with pytest.raises(PerseaError, match=r"prompts.jsonl:3: not valid JSON"):
-        run_harvest(load_project(project_dir))
+        run_harvest(HarvestJob.of(load_project(project_dir)))
     (project_dir / "prompts.jsonl").write_text('{"id": "a", "prompt": ""}\n')
     with pytest.raises(PerseaError, match=r"prompts.jsonl:1: field 'prompt' must be a non-empty"):
-        run_harvest(load_project(project_dir))
+        run_harvest(HarvestJob.of(load_project(project_dir)))
     (project_dir / "prompts.jsonl").write_text('{"id": "a", "prompt": "q"}\n{"id": "a", "prompt": "r"}\n')
     with pytest.raises(PerseaError, match=r"prompts.jsonl:2: id 'a' already used on line 1"):
-        run_harvest(load_project(project_dir))
+        run_harvest(HarvestJob.of(load_project(project_dir)))
     assert not (project_dir / "cache").exists()
 
 
@@ -164,7 +166,7 @@ def test_prompt_file_harvest_without_answers(tmp_path, tiny_model_dir):
     (project_dir / "persea.yaml").write_text(yaml.safe_dump(data))
     (project_dir / "prompts.jsonl").write_text(
         '{"prompt": "Translate: héllo wörld"}\n{"id": "x", "prompt": "日本語?"}\n')
-    result = run_harvest(load_project(project_dir))
+    result = run_harvest(HarvestJob.of(load_project(project_dir)))
     assert result.prompts == 2 and result.teachers[0].checked == 0
 
 
@@ -192,16 +194,18 @@ def test_cli_init_then_refuses_to_overwrite(tmp_path):
 
 
 def test_workers_split_shards_and_last_run_writes_manifest(tmp_path, tiny_model_dir):
-    reference = run_harvest(load_project(write_project(tmp_path / "ref", tiny_model_dir)))
+    ref = load_project(write_project(tmp_path / "ref", tiny_model_dir))
+    reference = run_harvest(HarvestJob.of(ref))
     proj = load_project(write_project(tmp_path / "split", tiny_model_dir))
-    assert run_harvest(proj, teachers=["alpha"], worker=(0, 2)) is None
+    assert run_harvest(HarvestJob.of(proj), teachers=["alpha"], worker=(0, 2)) is None
     out = proj.resolve("cache/harvest")
     assert sorted(p.name for p in (out / "alpha").glob("shard-*")) == [
         "shard-00000.parquet", "shard-00002.parquet", "shard-00004.parquet"]
-    assert run_harvest(proj, worker=(1, 2)) is None  # alpha odd shards, beta odd shards
-    final = run_harvest(proj)  # beta's even shards, then the manifest
+    # alpha's odd shards, beta's odd shards
+    assert run_harvest(HarvestJob.of(proj), worker=(1, 2)) is None
+    final = run_harvest(HarvestJob.of(proj))  # beta's even shards, then the manifest
     assert final is not None and tree(final.out) == tree(reference.out)
     with pytest.raises(PerseaError, match="--teacher gamma: no such teacher"):
-        run_harvest(proj, teachers=["gamma"])
+        run_harvest(HarvestJob.of(proj), teachers=["gamma"])
     with pytest.raises(PerseaError, match="--worker 2/2"):
-        run_harvest(proj, worker=(2, 2))
+        run_harvest(HarvestJob.of(proj), worker=(2, 2))

@@ -88,9 +88,9 @@ class GatewayEnv:
 def populate(accounts: Accounts) -> dict[str, str]:
     keys = {}
     for org, (plan, terms, models) in ORGS.items():
-        accounts.create_plan(plan, {m: PRICE for m in models}, **terms)
-        accounts.create_org(org, plan)
-        keys[org] = accounts.create_key(org, name="test").raw_key
+        accounts.admin.create_plan(plan, {m: PRICE for m in models}, **terms)
+        accounts.admin.create_org(org, plan)
+        keys[org] = accounts.admin.create_key(org, name="test").raw_key
     return keys
 
 

@@ -216,9 +216,9 @@ def test_a_gateway_can_be_another_gateways_upstream(env, tmp_path):
     url = f"sqlite:///{tmp_path / 'front.db'}"
     upgrade(url)
     front = Accounts(url)
-    front.create_plan("p", {"relayed": PRICE})
-    front.create_org("o", "p")
-    key = front.create_key("o").raw_key
+    front.admin.create_plan("p", {"relayed": PRICE})
+    front.admin.create_org("o", "p")
+    key = front.admin.create_key("o").raw_key
     relay = UpstreamBackend("relayed", env.v1, upstream_model="toy", api_key=env.keys["acme"])
     with LiveServer(create_app(front, {"relayed": relay})) as server:
         c = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)

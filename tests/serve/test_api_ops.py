@@ -122,7 +122,7 @@ def test_first_start_creates_a_default_org_and_one_key(tmp_path):
     assert caller.org_name == "default" and sorted(caller.plan.prices) == ["big",
                                                                           "persea-small"]
     assert bootstrap(accounts, ["persea-small"]) is None  # not on a second start
-    assert len(accounts.keys()) == 1
+    assert len(accounts.admin.keys()) == 1
     accounts.close()
 
 

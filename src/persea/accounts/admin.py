@@ -1,9 +1,10 @@
 """Admin operations on accounts: plans, organisations (tenants) and API keys.
 
-`Accounts` (persea.accounts.service) inherits these methods. Every change writes one audit row
-in the same transaction, never holding a secret; bad input raises `PerseaError` with a
-one-line message for a person (the CLI prints it in red). A raw API key exists only in the
-`NewKey` that `create_key` returns: the database keeps its SHA-256 and a display prefix.
+`Accounts` (persea.accounts.service) holds one as `accounts.admin`. Every change writes one
+audit row in the same transaction, never holding a secret; bad input raises `PerseaError`
+with a one-line message for a person (the CLI prints it in red). A raw API key exists only
+in the `NewKey` that `create_key` returns: the database keeps its SHA-256 and a display
+prefix.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from base64 import urlsafe_b64encode
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import sqlalchemy as sa
 
@@ -99,17 +100,18 @@ def _key_info(row) -> KeyInfo:
 
 
 class AccountAdmin:
-    """Admin methods; mixed into `Accounts`, which provides engine, clock, actor and the
-    authentication cache."""
+    """Plans, organisations and keys in the accounts database behind `engine`.
 
-    engine: sa.Engine
-    actor: str
+    `clock` gives the current aware UTC time, `actor` who acts (audit rows name it unless a
+    call names another), and `changed` is called after a change that cached authentications
+    must not outlive (a revoked key, an org on another plan)."""
 
-    def clock(self) -> datetime:  # pragma: no cover - provided by Accounts
-        raise NotImplementedError
-
-    def _forget_cached(self) -> None:  # pragma: no cover - provided by Accounts
-        raise NotImplementedError
+    def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime], actor: str,
+                 changed: Callable[[], None] = lambda: None):
+        self.engine = engine
+        self.clock = clock
+        self.actor = actor
+        self._forget_cached = changed
 
     def _read(self) -> sa.Connection:
         return self.engine.connect().execution_options(**READ_ONLY)

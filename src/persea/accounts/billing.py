@@ -100,7 +100,7 @@ class Invoice:
 
 def invoice(accounts: Accounts, org: str, month: str | None = None) -> Invoice:
     """The invoice of `org` (name or id) for `month` (YYYY-MM; default: this month)."""
-    info = accounts.org(org)
+    info = accounts.admin.org(org)
     month = month or month_of(accounts.clock())
     u = usage_records.c
     query = (sa.select(u.model, u.input_per_mtok, u.output_per_mtok,
@@ -140,4 +140,4 @@ class UsageSummary:
 def usage(accounts: Accounts, org: str, month: str | None = None) -> UsageSummary:
     inv = invoice(accounts, org, month)
     _, reserved = accounts.balance(inv.org_id, inv.month)
-    return UsageSummary(inv, reserved, accounts.plan(inv.plan).monthly_budget)
+    return UsageSummary(inv, reserved, accounts.admin.plan(inv.plan).monthly_budget)

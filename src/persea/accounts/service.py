@@ -5,7 +5,7 @@ prompt plus `max_tokens`, held against the org's monthly budget in one atomic UP
 generation -> `settle` (exactly one usage record, the exact cost charged, the rest given
 back) or `release` (the backend failed: nothing charged). `reconcile()` at gateway start
 gives back what a killed gateway left held. Admin operations (create org, plan, key; revoke)
-come from `AccountAdmin` in `persea.accounts.admin`; every one writes an audit row.
+are `accounts.admin`, an `AccountAdmin` (persea.accounts.admin); each writes an audit row.
 
 All methods are synchronous and thread-safe; call them from a thread pool in async code.
 `reserve_op`, `settle_op` and `release_op` build the same writes as functions of a
@@ -32,6 +32,7 @@ from persea.accounts.types import (AccountsError, BudgetExhausted, Caller, Inval
                                    hash_key, load_plan, new_id, utcnow)
 from persea.db import READ_ONLY, make_engine
 from persea.db.schema import api_keys, balances, orgs, plans, reservations
+from persea.errors import Kind
 
 T = TypeVar("T")
 MAX_TOKENS = 2**31 - 1  # per request and kind; usage columns are 32-bit INTEGER
@@ -40,13 +41,14 @@ __all__ = ["Accounts", "AccountsError", "BudgetExhausted", "Caller", "InvalidKey
            "ModelNotAllowed", "PlanTerms", "Price", "Reservation", "UsageRecord"]
 
 
-class Accounts(AccountAdmin):
+class Accounts:
     """The accounts database at `url` (already migrated: `persea.db.upgrade(url)`).
 
     `clock` returns the current aware UTC time (tests move it); reservations expire after
     `reservation_ttl`; `authenticate` caches a key for `cache_seconds` (revoking or changing
     anything through this object clears the cache at once; a change made by another process
-    is seen within `cache_seconds`)."""
+    is seen within `cache_seconds`). Plans, organisations and keys are managed through
+    `admin` (persea.accounts.admin.AccountAdmin), on the same database."""
 
     def __init__(self, url: str | sa.Engine, *, clock: Callable[[], datetime] = utcnow,
                  reservation_ttl: timedelta = timedelta(minutes=15),
@@ -58,6 +60,8 @@ class Accounts(AccountAdmin):
         self.actor = actor
         self._cache: dict[str, tuple[float, Caller, datetime | None]] = {}
         self._cache_lock = threading.Lock()
+        self.admin = AccountAdmin(self.engine, clock=lambda: self.clock(), actor=actor,
+                                  changed=self._forget_cached)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -187,7 +191,7 @@ class Accounts(AccountAdmin):
             if made is None:  # undo the hold in this same transaction: a refusal leaves no trace
                 conn.execute(ledger.UNHOLD, hold)
                 raise AccountsError(f"request id {request_id!r} was already used",
-                                    409, "duplicate_request_id")
+                                    Kind.CONFLICT, "duplicate_request_id")
             return reservation
 
         return op
@@ -208,14 +212,14 @@ class Accounts(AccountAdmin):
         if row is None:  # purged long after it was settled, or never made
             done = _usage_by_request(conn, reservation.request_id, missing_ok=True)
             if done is None:
-                raise AccountsError(f"no reservation {reservation.id}", 404,
+                raise AccountsError(f"no reservation {reservation.id}", Kind.NOT_FOUND,
                                     "reservation_not_found")
             return done
         if row.state == "settled":
             return _usage_by_request(conn, row.request_id)
         if row.state == "released":
             raise AccountsError(f"reservation {row.id} was released; nothing to settle",
-                                409, "reservation_released")
+                                Kind.CONFLICT, "reservation_released")
         price = Price(row.input_per_mtok, row.output_per_mtok)
         input_cost, output_cost = price.cost(prompt_tokens, completion_tokens)
         record = UsageRecord(new_id("use"), row.request_id, row.org_id, row.key_id,
@@ -325,7 +329,8 @@ def _usage_by_request(conn: sa.Connection, request_id: str,
     if row is None and missing_ok:
         return None
     if row is None:  # pragma: no cover - a settled reservation always has its record
-        raise AccountsError(f"no usage record for request {request_id!r}", 500, "internal")
+        raise AccountsError(f"no usage record for request {request_id!r}", Kind.INTERNAL,
+                            "internal")
     return UsageRecord(row.id, row.request_id, row.org_id, row.key_id, row.model, row.month,
                        row.prompt_tokens, row.completion_tokens, row.input_cost,
                        row.output_cost, row.cost, row.created_at)

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from persea.accounts.money import Price
 from persea.db.schema import plan_prices, plans
 from persea.db.types import Money
+from persea.errors import Kind
 
 KEY_PREFIX = "psk-"
 
@@ -69,31 +70,31 @@ class UsageRecord:
 
 
 class AccountsError(Exception):
-    """A refusal the gateway turns into an OpenAI-shaped error; `message` is safe to show a
-    client and never holds a secret."""
+    """A refusal: its `kind` says what sort (the gateway maps kinds to HTTP statuses), its
+    `code` names it precisely, and `message` is safe to show a client (never a secret)."""
 
-    status = 400
+    kind = Kind.INVALID
     code = "invalid_request"
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None):
+    def __init__(self, message: str, kind: Kind | None = None, code: str | None = None):
         super().__init__(message)
         self.message = message
-        if status is not None:
-            self.status = status
+        if kind is not None:
+            self.kind = kind
         if code is not None:
             self.code = code
 
 
 class InvalidKey(AccountsError):
-    status, code = 401, "invalid_api_key"
+    kind, code = Kind.UNAUTHENTICATED, "invalid_api_key"
 
 
 class ModelNotAllowed(AccountsError):
-    status, code = 403, "model_not_allowed"
+    kind, code = Kind.FORBIDDEN, "model_not_allowed"
 
 
 class BudgetExhausted(AccountsError):
-    status, code = 402, "insufficient_quota"
+    kind, code = Kind.BUDGET_EXHAUSTED, "insufficient_quota"
 
 
 def hash_key(raw_key: str) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from persea.cli.admin import register as register_admin_commands
@@ -16,6 +19,11 @@ from persea.cli.evaluate import EvalOptions, run_eval
 from persea.cli.gate import run_gate
 from persea.cli.serve import ServeOptions, run_serve
 from persea.errors import PerseaError
+from persea.evaluate.scorecard import scorecard_for_project, to_markdown, to_png, to_rich
+from persea.init_template import EXAMPLE_PROJECT
+from persea.project import PROJECT_FILE, load_project
+from persea.skills import get_world, skill_accuracy
+from persea.toyworld.builtin import BUILTIN_TEACHERS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="persea: distil a closed model from several open teachers.")
@@ -31,9 +39,6 @@ def init(directory: Path = typer.Argument(..., help="Directory for the new proje
          exist_ok: bool = typer.Option(False, "--exist-ok",
                                        help="Keep an existing persea.yaml instead of failing.")):
     """Write a commented example project that uses the built-in teachers."""
-    from persea.init_template import EXAMPLE_PROJECT
-    from persea.project import PROJECT_FILE
-
     target = directory / PROJECT_FILE
     if target.exists():
         if exist_ok:
@@ -63,11 +68,10 @@ def harvest(project: Optional[Path] = ProjectOpt,
             worker: str = typer.Option("0/1", help="I/N: only shards whose index is I mod N, "
                                        "to split a harvest across processes or machines.")):
     """Run every teacher over the prompts into the cache (resumes where it stopped)."""
-    from persea.harvest import run_harvest
-    from persea.project import load_project
+    from persea.harvest import HarvestJob, run_harvest  # heavy: pyarrow
 
     proj = load_project(project)
-    result = run_harvest(proj, console=console, teachers=teacher or None,
+    result = run_harvest(HarvestJob.of(proj), console=console, teachers=teacher or None,
                          worker=_parse_worker(worker))
     if result is None:
         out.print("this worker's shards are done; the run that finds all shards present "
@@ -96,12 +100,9 @@ def distill(project: Optional[Path] = ProjectOpt,
             eval_per_skill: int = typer.Option(
                 50, help="Test items per skill for the closing quality table (0: skip).")):
     """Train the student from the harvest cache (resumes from its last checkpoint)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from accelerate import PartialState  # heavy: torch
 
-    from persea.distill.run import run_distill
-    from persea.project import load_project
-
-    from accelerate import PartialState
+    from persea.distill.run import run_distill  # heavy: pyarrow
 
     proj = load_project(project)
     main_process = PartialState().is_main_process
@@ -123,8 +124,7 @@ def distill(project: Optional[Path] = ProjectOpt,
 
 
 def _quality_table(proj, student_dir: Path, per_skill: int) -> None:
-    from persea.models.sources import load_hf_dir, load_teacher
-    from persea.skills import get_world, skill_accuracy
+    from persea.models.sources import load_hf_dir, load_teacher  # heavy: torch
 
     rows = [("student", skill_accuracy(load_hf_dir("student", student_dir),
                                        per_skill=per_skill))]
@@ -189,10 +189,6 @@ def eval_(project: Optional[Path] = ProjectOpt,
 def scorecard(project: Optional[Path] = ProjectOpt):
     """The candidate side by side with every teacher and rival, with bootstrap intervals;
     also writes scorecard.md and scorecard.png in the project directory."""
-    from persea.evaluate.scorecard import (scorecard_for_project, to_markdown, to_png,
-                                           to_rich)
-    from persea.project import load_project
-
     proj = load_project(project)
     card = scorecard_for_project(proj)
     if not card.models:
@@ -220,8 +216,6 @@ def gate(project: Optional[Path] = ProjectOpt):
 @app.command()
 def teachers():
     """List the built-in teachers."""
-    from persea.toyworld.builtin import BUILTIN_TEACHERS
-
     table = Table(title="built-in teachers")
     for col in ("name", "architecture", "tokenizer", "strong on", "weak on"):
         table.add_column(col)
@@ -263,18 +257,15 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
               echo=lambda line: out.print(line, soft_wrap=True, highlight=False))
 
 
-# orgs, keys, plans, usage, billing, audit: the gateway's admin (persea.cli.admin, which
-# imports its modules only when a command runs).
+# orgs, keys, plans, usage, billing, audit: the gateway's admin (persea.cli.admin).
 register_admin_commands(app)
 
 
 def _quiet_libraries() -> None:
     """Our own progress bars only: no per-file bars from transformers or the hub."""
-    import os
-
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
+    import transformers  # heavy: torch
 
     transformers.utils.logging.disable_progress_bar()
     transformers.logging.set_verbosity_error()
@@ -294,8 +285,6 @@ def main() -> None:
         console.print("[yellow]interrupted[/yellow]; run the same command again to resume")
         sys.exit(130)
     except Exception as err:  # click usage errors arrive here in non-standalone mode
-        import click
-
         if isinstance(err, click.exceptions.ClickException):
             console.print(f"[red]error:[/red] {err.format_message()}", highlight=False)
             sys.exit(err.exit_code)

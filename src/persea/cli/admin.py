@@ -3,7 +3,7 @@
 Each command is a thin wrapper over `persea.accounts` / `persea.accounts.billing`: parse
 the flags, call one method, print a table. Every command takes `--db URL` (or $PERSEA_DB) or
 `--project DIR` (the project's database), and migrates the database to the newest schema
-before it starts, so a fresh directory just works. Heavy imports stay inside the commands.
+before it starts, so a fresh directory just works.
 """
 
 from __future__ import annotations
@@ -14,11 +14,21 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from persea.accounts import Accounts
+from persea.accounts import audit as audit_log
+from persea.accounts.admin import UNSET
+from persea.accounts.audit import default_actor
+from persea.accounts.billing import invoice
+from persea.accounts.billing import usage as month_usage
+from persea.accounts.money import format_money, parse_amount, parse_month, parse_price
+from persea.db import upgrade
 from persea.errors import PerseaError
+from persea.project import database_url
 
 out = Console()
 err = Console(stderr=True)
@@ -39,13 +49,6 @@ billing_app = typer.Typer(no_args_is_help=True, help="Invoices.")
 
 def open_accounts(db: str | None, project: Path | None):
     """The accounts database the flags point at, migrated; PerseaError when unusable."""
-    import sqlalchemy as sa
-
-    from persea.db import upgrade
-    from persea.project import database_url
-    from persea.accounts import Accounts
-    from persea.accounts.audit import default_actor
-
     url = database_url(db, project)
     try:
         shown = sa.make_url(url).render_as_string(hide_password=True)
@@ -61,8 +64,6 @@ def open_accounts(db: str | None, project: Path | None):
 
 
 def _money(value) -> str:
-    from persea.accounts.money import format_money
-
     return "unlimited" if value is None else format_money(value)
 
 
@@ -71,8 +72,6 @@ def _when(moment: datetime | None) -> str:
 
 
 def _month(value: Optional[str]) -> Optional[str]:
-    from persea.accounts.money import parse_month
-
     try:
         return None if value is None else parse_month(value)
     except ValueError as e:
@@ -86,7 +85,7 @@ def orgs_create(name: str = typer.Argument(..., help="Organisation name."),
                 plan: str = typer.Option(..., "--plan", help="The plan it is on."),
                 db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """Create an organisation on a plan."""
-    org = open_accounts(db, project).create_org(name, plan)
+    org = open_accounts(db, project).admin.create_org(name, plan)
     out.print(f"created organisation {org.name} ({org.id}) on plan {org.plan}")
 
 
@@ -94,7 +93,7 @@ def orgs_create(name: str = typer.Argument(..., help="Organisation name."),
 def orgs_list(db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """List organisations."""
     table = Table("name", Column("id", no_wrap=True), "plan", "created")
-    for org in open_accounts(db, project).orgs():
+    for org in open_accounts(db, project).admin.orgs():
         table.add_row(org.name, org.id, org.plan, _when(org.created_at))
     out.print(table)
 
@@ -127,7 +126,7 @@ def keys_create(org: str = OrgOpt,
     """Create an API key and print it ONCE (only its hash is stored)."""
     accounts = open_accounts(db, project)
     expires_at = parse_expiry(expires, accounts.clock()) if expires else None
-    new = accounts.create_key(org, name=name, expires_at=expires_at, models=model or None)
+    new = accounts.admin.create_key(org, name=name, expires_at=expires_at, models=model or None)
     k = new.info
     err.print(f"created key {k.id} for {org}; expires: {_when(k.expires_at)}; models: "
               f"{', '.join(k.allowed_models) if k.allowed_models else 'all of the plan'}")
@@ -140,11 +139,11 @@ def keys_list(org: Optional[str] = typer.Option(None, "--org", help="Only this o
               db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """List API keys (id, display prefix, limits and state; never the key)."""
     accounts = open_accounts(db, project)
-    names = {o.id: o.name for o in accounts.orgs()}
+    names = {o.id: o.name for o in accounts.admin.orgs()}
     now = accounts.clock()
     table = Table(Column("id", no_wrap=True), "org", "name", Column("prefix", no_wrap=True),
                   "models", Column("expires", no_wrap=True), Column("state", no_wrap=True))
-    for k in accounts.keys(org):
+    for k in accounts.admin.keys(org):
         state = ("revoked" if k.revoked_at else
                  "expired" if k.expires_at and k.expires_at <= now else "active")
         table.add_row(k.id, names.get(k.org_id, k.org_id), k.name, k.prefix + "…",
@@ -157,15 +156,13 @@ def keys_list(org: Optional[str] = typer.Option(None, "--org", help="Only this o
 def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (see `persea keys list`)."),
                 db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """Revoke an API key."""
-    key = open_accounts(db, project).revoke_key(key_id)
+    key = open_accounts(db, project).admin.revoke_key(key_id)
     out.print(f"revoked {key.id} ({key.prefix}…)")
 
 
 # -- plans ------------------------------------------------------------------------------------
 
 def _prices(values: list[str] | None) -> dict:
-    from persea.accounts.money import parse_price
-
     prices = {}
     for text in values or []:
         try:
@@ -177,8 +174,6 @@ def _prices(values: list[str] | None) -> dict:
 
 
 def _budget(text: Optional[str]):
-    from persea.accounts.money import parse_amount
-
     if text is None or text.strip().lower() in ("none", "unlimited"):
         return None
     try:
@@ -205,7 +200,7 @@ def plans_create(name: str = typer.Argument(..., help="Plan name."),
     prices = _prices(price)
     if not prices:
         raise PerseaError("a plan needs at least one --price MODEL=IN/OUT")
-    plan = open_accounts(db, project).create_plan(
+    plan = open_accounts(db, project).admin.create_plan(
         name, prices, rpm=rpm, tpm=tpm, monthly_budget=_budget(budget),
         allow_logprobs=logprobs > 0, max_top_logprobs=logprobs)
     out.print(f"created plan {plan.name}: {len(plan.prices)} model(s), monthly budget "
@@ -224,14 +219,12 @@ def plans_update(name: str = typer.Argument(..., help="Plan name."),
                  logprobs: Optional[int] = typer.Option(None, "--logprobs"),
                  db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """Change a plan's prices, limits or budget (only what is given)."""
-    from persea.accounts.admin import UNSET
-
     unlimited_if_zero = lambda v: UNSET if v is None else (v or None)  # noqa: E731
     given = {"rpm": unlimited_if_zero(rpm), "tpm": unlimited_if_zero(tpm),
              "monthly_budget": UNSET if budget is None else _budget(budget),
              "allow_logprobs": UNSET if logprobs is None else logprobs > 0,
              "max_top_logprobs": UNSET if logprobs is None else logprobs}
-    plan = open_accounts(db, project).update_plan(name, prices=_prices(price),
+    plan = open_accounts(db, project).admin.update_plan(name, prices=_prices(price),
                                                   drop_models=drop_model or (), **given)
     out.print(f"updated plan {plan.name}")
 
@@ -242,7 +235,7 @@ def plans_list(db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     table = Table("plan", Column("model", no_wrap=True), *(
         Column(c, justify="right") for c in ("in/Mtok", "out/Mtok", "rpm", "tpm", "budget")),
         "logprobs")
-    for plan in open_accounts(db, project).plans():
+    for plan in open_accounts(db, project).admin.plans():
         for i, (model, p) in enumerate(sorted(plan.prices.items())):
             first = i == 0
             table.add_row(plan.name if first else "", model, _money(p.input_per_mtok),
@@ -260,7 +253,7 @@ def plans_set(plan: str = typer.Argument(..., help="The plan to put the organisa
               org: str = OrgOpt, db: Optional[str] = DbOpt,
               project: Optional[Path] = ProjectOpt):
     """Put an organisation on a plan."""
-    info = open_accounts(db, project).set_org_plan(org, plan)
+    info = open_accounts(db, project).admin.set_org_plan(org, plan)
     out.print(f"organisation {info.name} is now on plan {info.plan}")
 
 
@@ -270,8 +263,6 @@ def usage(org: str = OrgOpt,
           month: Optional[str] = typer.Option(None, "--month", help="YYYY-MM (default: now)."),
           db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """An organisation's usage in a month: per model, and against its budget."""
-    from persea.accounts.billing import usage as month_usage
-
     summary = month_usage(open_accounts(db, project), org, _month(month))
     inv = summary.invoice
     table = Table("model", "requests", "prompt tokens", "completion tokens", "cost",
@@ -291,8 +282,6 @@ def billing_invoice(org: str = OrgOpt,
                     as_json: bool = typer.Option(False, "--json", help="JSON instead of Markdown."),
                     db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """An organisation's invoice for a month: lines per model, the exact total."""
-    from persea.accounts.billing import invoice
-
     inv = invoice(open_accounts(db, project), org, _month(month))
     print(json.dumps(inv.to_json(), indent=2) if as_json else inv.to_markdown(), end="\n")
 
@@ -311,8 +300,6 @@ def audit(limit: int = typer.Option(50, help="How many of the newest entries."),
           target: Optional[str] = typer.Option(None, help="Only entries about this id/name."),
           db: Optional[str] = DbOpt, project: Optional[Path] = ProjectOpt):
     """The audit log of admin actions, newest first."""
-    from persea.accounts import audit as audit_log
-
     accounts = open_accounts(db, project)
     table = Table("when", "actor", "action", Column("target", no_wrap=True), "details")
     for e in audit_log.entries(accounts.engine, target, limit):

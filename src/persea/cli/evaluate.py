@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from persea.errors import PerseaError
+from persea.evaluate.lmeval import run_lmeval_suite, task_manager
+from persea.evaluate.records import store_for
+from persea.evaluate.runner import make_progress, run_item_suite
+from persea.evaluate.suites import TOYWORLD, ToyworldSuite, parse_suite
+from persea.evaluate.targets import default_targets, endpoint_target, model_target
+from persea.project import load_project
 
 
 @dataclass
@@ -26,13 +32,6 @@ class EvalOptions:
 
 def run_eval(options: EvalOptions, console=None, note=print) -> list:
     """Every chosen model on every chosen suite; returns the run records."""
-    from persea.evaluate.lmeval import run_lmeval_suite, task_manager
-    from persea.evaluate.records import store_for
-    from persea.evaluate.runner import make_progress, run_item_suite
-    from persea.evaluate.suites import TOYWORLD, ToyworldSuite, parse_suite
-    from persea.evaluate.targets import default_targets, endpoint_target, model_target
-    from persea.project import load_project
-
     project = load_project(options.project)
     parsed = [(s, *parse_suite(s)) for s in options.suites]  # bad names fail before loading
     indexes = {task: task_manager(task, options.include_path)

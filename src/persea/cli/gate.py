@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from persea.evaluate.gate import evaluate_gate
+from persea.evaluate.records import store_for
+from persea.evaluate.release import write_gate_record
+from persea.project import database_url, load_project
+
 
 def run_gate(project_path, out) -> bool:
     """Print each rule as passed or failed with its numbers, write the gate record, and
     return whether the gate passed."""
-    from persea.evaluate.records import store_for
-    from persea.evaluate.gate import evaluate_gate
-    from persea.evaluate.release import write_gate_record
-    from persea.project import database_url, load_project
-
     project = load_project(project_path)
     result = evaluate_gate(project, store_for(project))
     out.print(f"release gate for [bold]{result.candidate}[/bold] "

@@ -11,8 +11,17 @@ import logging
 import os
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
+import sqlalchemy as sa
+
+from persea.accounts import Accounts
+from persea.accounts.money import Price
+from persea.db import resolve_url, upgrade
 from persea.errors import PerseaError
+from persea.evaluate.release import require_release
+from persea.models.builtin import builtin_models
+from persea.serve.limits import make_limiter
 
 DEFAULT_MODEL = "qwen3-toy=qwen3-toy"  # a built-in teacher, until a student is released
 DEFAULT_PRICE = ("0.50", "1.50")       # money per million input / output tokens
@@ -51,19 +60,14 @@ def _pairs(values: list[str], flag: str, example: str) -> list[tuple[str, str]]:
 
 def _require_release_of_directory(source: str, options: ServeOptions) -> None:
     """A model directory (a checkpoint, not a built-in) is served only once released."""
-    from pathlib import Path
-
-    from persea.evaluate.release import require_release
-    from persea.models.builtin import builtin_models
-
     if source not in builtin_models() and Path(source).expanduser().is_dir():
         require_release(None, Path(source).expanduser(), options.force_release,
                         options.release_reason, options.forced_by, db=options.db)
 
 
 def build_backends(options: ServeOptions) -> dict:
-    from persea.serve.backends.builtin import load_builtin
-    from persea.serve.backends.upstream import UpstreamBackend
+    from persea.serve.backends.builtin import load_builtin  # heavy: torch
+    from persea.serve.backends.upstream import UpstreamBackend  # heavy: aiohttp
 
     models = options.models or ([] if options.upstreams else [DEFAULT_MODEL])
     backends: dict = {}
@@ -87,29 +91,22 @@ def build_backends(options: ServeOptions) -> dict:
 def bootstrap(accounts, models: list[str]) -> str | None:
     """On an empty database: a default plan pricing `models`, org `default`, a first key.
     Returns the raw key (to print once), or None when the database already has orgs."""
-    from persea.accounts.money import Price
-
-    if accounts.orgs():
+    if accounts.admin.orgs():
         return None
     price = Price(Decimal(DEFAULT_PRICE[0]), Decimal(DEFAULT_PRICE[1]))
-    accounts.create_plan("default", {m: price for m in models}, actor="persea serve")
-    accounts.create_org("default", "default", actor="persea serve")
-    return accounts.create_key("default", name="first key", actor="persea serve").raw_key
+    accounts.admin.create_plan("default", {m: price for m in models}, actor="persea serve")
+    accounts.admin.create_org("default", "default", actor="persea serve")
+    return accounts.admin.create_key("default", name="first key", actor="persea serve").raw_key
 
 
 def safe_url(url: str) -> str:
-    import sqlalchemy as sa
-
     return sa.make_url(url).render_as_string(hide_password=True)
 
 
 def run_serve(options: ServeOptions, echo=print) -> None:
-    import uvicorn
+    import uvicorn  # heavy: uvicorn
 
-    from persea.db import resolve_url, upgrade
-    from persea.accounts import Accounts
-    from persea.serve.app import create_app
-    from persea.serve.limits import make_limiter
+    from persea.serve.app import create_app  # heavy: fastapi
 
     url = resolve_url(options.db)
     try:
@@ -124,7 +121,7 @@ def run_serve(options: ServeOptions, echo=print) -> None:
         echo(f"created org 'default' on plan 'default' ({', '.join(backends)} at "
              f"{DEFAULT_PRICE[0]}/{DEFAULT_PRICE[1]} per million tokens)")
         echo(f"first API key (shown once, store it now): {first_key}")
-    unpriced = sorted(set(backends) - {m for p in accounts.plans() for m in p.prices})
+    unpriced = sorted(set(backends) - {m for p in accounts.admin.plans() for m in p.prices})
     if unpriced:
         echo(f"note: no plan sells {', '.join(unpriced)} yet; price it with the admin API "
              "or CLI before anyone can call it")

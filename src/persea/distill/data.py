@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from persea.align import aligned_starts, carry_topk, chunks, token_bytes, vocab_map
+from persea.cache.reader import Harvest, read_responses, read_scores
 from persea.distill import combine as combining
-from persea.distill.cache import Harvest, read_responses, read_scores
 from persea.distill.student import check_encodes
 from persea.skills import get_world
 

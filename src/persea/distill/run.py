@@ -14,6 +14,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from persea.cache import format as cache_format
+from persea.cache.reader import open_harvest
 from persea.distill.curves import plot_losses
 from persea.distill.transfer import TeacherTransfer, nothing_warning, transfer_stats
 from persea.distill.weighting import drop_reasons, example_weights
@@ -42,7 +44,7 @@ def _config_record(project, harvest) -> dict:
         del distill["loss"]["combine"]
     return {"distill": distill,
             "harvest_manifest_sha256": hashlib.sha256(
-                (harvest.path / "manifest.json").read_bytes()).hexdigest()}
+                (harvest.path / cache_format.MANIFEST).read_bytes()).hexdigest()}
 
 
 def _check_resume(run_dir: Path, record: dict) -> None:
@@ -143,7 +145,6 @@ def run_distill(project, progress=None) -> DistillResult:
 
 
 def _run(project, progress) -> DistillResult:
-    from persea.distill.cache import open_harvest
     from persea.distill.data import build_examples
     from persea.distill.student import (WHERE, build_student_model, check_encodes,
                                         harvest_corpus, load_pretrained_student,

@@ -8,13 +8,13 @@ the project file's `distill.student`. Or a pretrained base model (`path:`, `hub:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from persea.errors import PerseaError
+from persea.cache import reader
 from persea.distill.tokenizer import train_bpe, train_words_and_chars, wrap
+from persea.errors import PerseaError
 from persea.models.sources import load_gguf, load_hf_dir, load_hub
 from persea.models.templates import COMPACT, LLAMA
 
@@ -27,17 +27,9 @@ PLAIN_TEMPLATE = (
 
 
 def harvest_corpus(cache: Path) -> list[str]:
-    """Every prompt and every teacher response in a harvest cache, one string each."""
-    import pyarrow.parquet as pq
-
-    lines = []
-    with open(cache / "prompts.jsonl", encoding="utf-8") as f:
-        lines += [json.loads(line)["prompt"] for line in f if line.strip()]
-    for shard in sorted(cache.glob("*/shard-*.parquet")):
-        lines += [t for t in pq.read_table(shard, columns=["text"]).column("text").to_pylist()
-                  if t]
-    lines += ["user\n", "assistant\n"] * 100  # role names of the chat template
-    return lines
+    """Every prompt and teacher response in a harvest cache, and the chat template's role
+    names: what the student tokenizer is trained on."""
+    return reader.corpus(cache) + ["user\n", "assistant\n"] * 100
 
 
 def train_student_tokenizer(corpus: list[str], vocab_size: int, kind: str = "bpe",

@@ -1,5 +1,5 @@
 """Harvest: run every teacher over a prompt set into a resumable, compact on-disk cache."""
 
-from persea.harvest.runner import HarvestResult, run_harvest
+from persea.harvest.runner import HarvestJob, HarvestResult, run_harvest
 
-__all__ = ["HarvestResult", "run_harvest"]
+__all__ = ["HarvestJob", "HarvestResult", "run_harvest"]

@@ -8,14 +8,11 @@ teacher's (*author's*) response shards and scores the response texts with
 `model.score(prompts, texts, top_k)`: the same Trace as generation (ids, character spans,
 chosen-token log-probabilities, top-k, tail), for text it did not write.
 
-Layout, one Parquet shard per (scorer, author, shard of prompts), rows as in responses:
-
-    <cache>/_scores/<scorer>/<author>/shard-XXXXX.parquet
-
-(`_scores` cannot clash with a teacher directory: teacher names start with a letter or
-digit.) A score shard covers the same prompts as the author's response shard of the same
-index, and it is written atomically like every other shard, so a re-run skips finished
-shards, a kill mid-shard resumes, and the result is byte-identical either way.
+One Parquet shard per (scorer, author, shard of prompts), rows as in responses, in
+`persea.cache.format.score_dir`. A score shard covers the same prompts as the author's
+response shard of the same index, and it is written atomically like every other shard, so a
+re-run skips finished shards, a kill mid-shard resumes, and the result is byte-identical
+either way.
 
 What is not scored:
 
@@ -35,14 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from persea.harvest import quant, shards
+from persea.cache import quant, writer
+from persea.cache.format import PROMPT_ID, PROMPT_INDEX, TEXT, TOKEN_IDS, score_dir, shard_name
+from persea.cache.reader import read_shard
 from persea.models.fingerprint import sha256_file
-
-SCORES_DIR = "_scores"
-
-
-def score_dir(out: Path, scorer: str, author: str) -> Path:
-    return out / SCORES_DIR / scorer / author
 
 
 def scorers(specs) -> list:
@@ -62,29 +55,29 @@ class ScoreSummary:
     shards_written: int = 0
 
 
-def run_cross(project, out: Path, records, load, prepare, progress,
+def run_cross(specs, h, out: Path, records, load, prepare, progress,
               teachers: list[str] | None, worker: tuple[int, int]) -> list[ScoreSummary]:
-    """Score the finished response shards of every author with every scorer.
+    """Score the finished response shards of every author (of the teacher `specs`) with
+    every scorer, under the harvest settings `h`.
 
     `load(spec)` gives the scorer's model and `prepare(spec, model)` checks it against the
     cache (the same teacher that generated). Only score shards whose index is `part mod
     parts` are done, and only those whose author shard exists already: with several workers,
     a later run picks up the rest. `teachers` limits the scorers.
     """
-    h = project.spec.harvest
     part, parts = worker
     n_shards = (len(records) + h.shard_size - 1) // h.shard_size
     done: list[ScoreSummary] = []
-    for spec in scorers(project.spec.teachers):
+    for spec in scorers(specs):
         if teachers and spec.name not in teachers:
             continue
-        authors = [a for s, a in pairs(project.spec.teachers) if s == spec.name]
+        authors = [a for s, a in pairs(specs) if s == spec.name]
         if parts == 1:
             for author in authors:
-                shards.clean_temporaries(score_dir(out, spec.name, author))
+                writer.clean_temporaries(score_dir(out, spec.name, author))
         jobs = [(a, i) for a in authors for i in range(n_shards) if i % parts == part
-                and not (score_dir(out, spec.name, a) / shards.SHARD_PATTERN.format(i)).exists()
-                and (out / a / shards.SHARD_PATTERN.format(i)).exists()]
+                and not (score_dir(out, spec.name, a) / shard_name(i)).exists()
+                and (out / a / shard_name(i)).exists()]
         if not jobs:
             continue
         model = load(spec)
@@ -93,18 +86,17 @@ def run_cross(project, out: Path, records, load, prepare, progress,
             len(records[i * h.shard_size:(i + 1) * h.shard_size]) for _, i in jobs))
         summaries = {a: ScoreSummary(spec.name, a) for a in authors}
         for author, i in jobs:
-            name = shards.SHARD_PATTERN.format(i)
-            given = shards.read_shard(out / author / name).select(
-                ["prompt_index", "prompt_id", "text"]).to_pylist()
+            name = shard_name(i)
+            given = read_shard(out / author / name, [PROMPT_INDEX, PROMPT_ID, TEXT]).to_pylist()
             rows = []
             for b in range(0, len(given), h.batch_size):
                 batch = given[b:b + h.batch_size]
-                traces = model.score([records[g["prompt_index"]].prompt for g in batch],
-                                     [g["text"] for g in batch], h.top_k)
-                rows += [(g["prompt_index"], g["prompt_id"], t) for g, t in zip(batch, traces)]
+                traces = model.score([records[g[PROMPT_INDEX]].prompt for g in batch],
+                                     [g[TEXT] for g in batch], h.top_k)
+                rows += [(g[PROMPT_INDEX], g[PROMPT_ID], t) for g, t in zip(batch, traces)]
                 progress.advance(task, len(batch))
-            table, exact = shards.traces_to_table(rows, h.top_k, model.vocab_size)
-            shards.write_shard(score_dir(out, spec.name, author) / name, table,
+            table, exact = writer.traces_to_table(rows, h.top_k, model.vocab_size)
+            writer.write_shard(score_dir(out, spec.name, author) / name, table,
                                quant.reconstruction_error(exact))
             summaries[author].shards_written += 1
         done += [s for s in summaries.values() if s.shards_written]
@@ -112,7 +104,7 @@ def run_cross(project, out: Path, records, load, prepare, progress,
 
 
 def complete(out: Path, specs, n_shards: int) -> bool:
-    return all((score_dir(out, s, a) / shards.SHARD_PATTERN.format(i)).exists()
+    return all((score_dir(out, s, a) / shard_name(i)).exists()
                for s, a in pairs(specs) for i in range(n_shards))
 
 
@@ -123,14 +115,14 @@ def manifest_section(out: Path, specs, n_shards: int) -> dict:
     for scorer, author in pairs(specs):
         files, tokens, size, same, rows = [], 0, 0, 0, 0
         for i in range(n_shards):
-            name = shards.SHARD_PATTERN.format(i)
+            name = shard_name(i)
             path = score_dir(out, scorer, author) / name
-            table = shards.read_shard(path)
-            n_tok = sum(len(x) for x in table.column("token_ids").to_pylist())
+            table = read_shard(path)
+            n_tok = sum(len(x) for x in table.column(TOKEN_IDS).to_pylist())
             files.append({"file": name, "sha256": sha256_file(path), "rows": table.num_rows,
                           "tokens": n_tok, "bytes": path.stat().st_size})
-            theirs = shards.read_shard(out / author / name).column("text").to_pylist()
-            same += sum(a == b for a, b in zip(table.column("text").to_pylist(), theirs))
+            theirs = read_shard(out / author / name).column(TEXT).to_pylist()
+            same += sum(a == b for a, b in zip(table.column(TEXT).to_pylist(), theirs))
             tokens += n_tok
             size += path.stat().st_size
             rows += table.num_rows

@@ -69,12 +69,12 @@ def from_jsonl(path: Path) -> list[PromptRecord]:
     return records
 
 
-def load_prompts(project) -> list[PromptRecord]:
-    spec = project.spec.prompts
+def load_prompts(spec, resolve) -> list[PromptRecord]:
+    """The prompt set a project's `prompts:` section names; `resolve` places its file."""
     if spec.toyworld is not None:
         t = spec.toyworld
         return from_toyworld(t.split, t.per_skill, t.seed, t.skills)
-    return from_jsonl(project.resolve(spec.file))
+    return from_jsonl(resolve(spec.file))
 
 
 def to_jsonl(records: list[PromptRecord]) -> str:

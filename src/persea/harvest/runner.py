@@ -12,27 +12,47 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
                            TextColumn, TimeRemainingColumn)
 from rich.text import Text
 
+from persea.cache import format as fmt
+from persea.cache import quant, writer
+from persea.cache.reader import read_shard, shard_stats
 from persea.errors import PerseaError
+from persea.harvest import cross
 from persea.harvest import prompts as prompt_io
-from persea.harvest import cross, quant, shards
 from persea.models.fingerprint import sha256_file
 from persea.models.threads import fixed_threads
 from persea.models.vllm_backend import load_vllm, vllm_available
+from persea.project import HarvestSpec, LoadedProject, PromptsSpec, TeacherSpec
 from persea.skills import get_world
-
-FORMAT = "persea-harvest/1"
-
 
 class _RateColumn(ProgressColumn):
     def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
         return Text(f"{speed:.1f} prompts/s" if speed else "-- prompts/s", style="cyan")
+
+
+@dataclass(frozen=True)
+class HarvestJob:
+    """What a harvest reads from a project, and nothing more: the project's name (recorded in
+    plan.json), its teachers, its prompt set, its `harvest:` section, and `resolve`, which
+    places a relative path (the cache, a prompt file, a teacher's weights) in the project."""
+
+    name: str
+    teachers: list[TeacherSpec]
+    prompts: PromptsSpec
+    settings: HarvestSpec
+    resolve: Callable[[str], Path]
+
+    @classmethod
+    def of(cls, project: LoadedProject) -> "HarvestJob":
+        s = project.spec
+        return cls(s.name, list(s.teachers), s.prompts, s.harvest, project.resolve)
 
 
 @dataclass
@@ -72,12 +92,12 @@ class HarvestResult:
         return self.bytes / self.tokens if self.tokens else 0.0
 
 
-def _plan(project, records) -> dict:
-    h = project.spec.harvest
-    return {"format": FORMAT, "project": project.spec.name, "prompts": len(records),
+def _plan(job: HarvestJob, records) -> dict:
+    h = job.settings
+    return {"format": fmt.FORMAT, "project": job.name, "prompts": len(records),
             "prompts_sha256": prompt_io.digest(records), "top_k": h.top_k,
             "max_new_tokens": h.max_new_tokens, "shard_size": h.shard_size,
-            "threads": h.threads, "teachers": [t.name for t in project.spec.teachers]}
+            "threads": h.threads, "teachers": [t.name for t in job.teachers]}
 
 
 def _check_same(path: Path, expected: dict, what: str) -> None:
@@ -111,15 +131,15 @@ def _merge_stats(per_shard: list[dict], tokens: list[int]) -> dict:
             / total}
 
 
-def pick_backend(spec, kind: str, project=None):
+def pick_backend(spec, kind: str, paths=None):
     """The model object for a teacher: vLLM when asked for (or, with `auto`, when it is
     installed and a GPU is present) and the teacher is a local or hub checkpoint."""
     from persea.models.sources import load_teacher
 
     if kind != "transformers" and (spec.path or spec.hub or spec.builtin):
         if kind == "vllm" or vllm_available():
-            return load_vllm(spec, project)
-    return load_teacher(spec, project)
+            return load_vllm(spec, paths)
+    return load_teacher(spec, paths)
 
 
 def _prepare_teacher(tdir: Path, spec, model, scoring: bool = False) -> None:
@@ -131,24 +151,24 @@ def _prepare_teacher(tdir: Path, spec, model, scoring: bool = False) -> None:
     rows) differently from the vLLM engine that generated."""
     info = {"name": spec.name, "source": spec.source, "fingerprint": model.fingerprint,
             "tokenizer_fingerprint": model.tokenizer_fingerprint,
-            "vocab_size": model.vocab_size, "id_dtype": str(shards.id_type(model.vocab_size))}
-    if scoring and (tdir / "teacher.json").exists():
-        _check_same(tdir / "teacher.json", {k: info[k] for k in (
+            "vocab_size": model.vocab_size, "id_dtype": str(fmt.id_type(model.vocab_size))}
+    if scoring and (tdir / fmt.TEACHER).exists():
+        _check_same(tdir / fmt.TEACHER, {k: info[k] for k in (
             "name", "fingerprint", "tokenizer_fingerprint")}, f"teacher {spec.name!r}")
         return
-    _check_same(tdir / "teacher.json", info, f"teacher {spec.name!r}")
+    _check_same(tdir / fmt.TEACHER, info, f"teacher {spec.name!r}")
     tdir.mkdir(parents=True, exist_ok=True)
-    if getattr(model, "tokenizer", None) is not None and not (tdir / "tokenizer").exists():
+    if getattr(model, "tokenizer", None) is not None and not (tdir / fmt.TOKENIZER).exists():
         tmp_tok = tdir / ".tokenizer.tmp"
         model.tokenizer.save_pretrained(str(tmp_tok))
-        tmp_tok.rename(tdir / "tokenizer")
-    shards.write_text_atomic(tdir / "teacher.json", _dump(info))
+        tmp_tok.rename(tdir / fmt.TOKENIZER)
+    writer.write_text_atomic(tdir / fmt.TEACHER, _dump(info))
 
 
-def run_harvest(project, console: Console | None = None, load=None,
+def run_harvest(job: HarvestJob, console: Console | None = None, load=None,
                 teachers: list[str] | None = None, worker: tuple[int, int] = (0, 1)
                 ) -> HarvestResult | None:
-    """Harvest every teacher of `project` into `project.spec.harvest.out`.
+    """Harvest every teacher of `job` (`HarvestJob.of(project)`) into its `harvest.out`.
 
     `teachers` limits the run to some teachers and `worker=(i, n)` to the shards whose index
     is i modulo n, so that several processes or machines sharing the cache directory can
@@ -161,13 +181,13 @@ def run_harvest(project, console: Console | None = None, load=None,
     The torch work runs at `harvest.threads` intra-op threads (recorded in plan.json), so
     the shards do not depend on the caller's thread setting, which is restored afterwards.
     """
-    with fixed_threads(project.spec.harvest.threads):
-        return _run(project, console, load, teachers, worker)
+    with fixed_threads(job.settings.threads):
+        return _run(job, console, load, teachers, worker)
 
 
-def _run(project, console, load, teachers, worker) -> HarvestResult | None:
-    h = project.spec.harvest
-    names = [t.name for t in project.spec.teachers]
+def _run(job: HarvestJob, console, load, teachers, worker) -> HarvestResult | None:
+    h = job.settings
+    names = [t.name for t in job.teachers]
     unknown = sorted(set(teachers or []) - set(names))
     if unknown:
         raise PerseaError(f"--teacher {', '.join(unknown)}: no such teacher in the project "
@@ -177,17 +197,17 @@ def _run(project, console, load, teachers, worker) -> HarvestResult | None:
         raise PerseaError(f"--worker {part}/{parts}: expected I/N with 0 <= I < N")
     from persea.models.sources import load_teacher
 
-    score_load = load or (lambda spec: load_teacher(spec, project))  # scoring: transformers
-    load = load or (lambda spec: pick_backend(spec, h.backend, project))
-    out = project.resolve(h.out)
-    records = prompt_io.load_prompts(project)
-    plan = _plan(project, records)
-    _check_same(out / "plan.json", plan, "settings")
+    score_load = load or (lambda spec: load_teacher(spec, job))  # scoring: transformers
+    load = load or (lambda spec: pick_backend(spec, h.backend, job))
+    out = job.resolve(h.out)
+    records = prompt_io.load_prompts(job.prompts, job.resolve)
+    plan = _plan(job, records)
+    _check_same(out / fmt.PLAN, plan, "settings")
     out.mkdir(parents=True, exist_ok=True)
     if parts == 1:
-        shards.clean_temporaries(out)
-    shards.write_text_atomic(out / "plan.json", _dump(plan))
-    shards.write_text_atomic(out / "prompts.jsonl", prompt_io.to_jsonl(records))
+        writer.clean_temporaries(out)
+    writer.write_text_atomic(out / fmt.PLAN, _dump(plan))
+    writer.write_text_atomic(out / fmt.PROMPTS, prompt_io.to_jsonl(records))
 
     n_shards = (len(records) + h.shard_size - 1) // h.shard_size
     summaries: list[TeacherSummary] = []
@@ -196,14 +216,14 @@ def _run(project, console, load, teachers, worker) -> HarvestResult | None:
                         TimeRemainingColumn(), console=console, disable=console is None,
                         transient=False)
     with progress:
-        for spec in project.spec.teachers:
+        for spec in job.teachers:
             if teachers and spec.name not in teachers:
                 continue
             tdir = out / spec.name
             if parts == 1:  # with several workers, a temporary may be another one's
-                shards.clean_temporaries(tdir)
+                writer.clean_temporaries(tdir)
             todo = [i for i in range(n_shards) if i % parts == part
-                    and not (tdir / shards.SHARD_PATTERN.format(i)).exists()]
+                    and not (tdir / fmt.shard_name(i)).exists()]
             task = progress.add_task(spec.name, total=len(records))
             progress.update(task, total=sum(len(records[i * h.shard_size:(i + 1) * h.shard_size])
                                             for i in todo))
@@ -221,24 +241,24 @@ def _run(project, console, load, teachers, worker) -> HarvestResult | None:
                         rows += [(i * h.shard_size + b + j, r.id, t)
                                  for j, (r, t) in enumerate(zip(batch, traces))]
                         progress.advance(task, len(batch))
-                    table, exact = shards.traces_to_table(rows, h.top_k, model.vocab_size)
-                    shards.write_shard(tdir / shards.SHARD_PATTERN.format(i), table,
+                    table, exact = writer.traces_to_table(rows, h.top_k, model.vocab_size)
+                    writer.write_shard(tdir / fmt.shard_name(i), table,
                                        quant.reconstruction_error(exact))
                     summary.shards_written += 1
             summaries.append(summary)
             model = None  # free it before the next one loads
         if h.cross_score:
-            cross.run_cross(project, out, records, score_load,
+            cross.run_cross(job.teachers, h, out, records, score_load,
                             lambda spec, m: _prepare_teacher(out / spec.name, spec, m, True),
                             progress, teachers, worker)
-    complete = all((out / t / shards.SHARD_PATTERN.format(i)).exists()
+    complete = all((out / t / fmt.shard_name(i)).exists()
                    for t in names for i in range(n_shards))
     if not complete or (h.cross_score and
-                        not cross.complete(out, project.spec.teachers, n_shards)):
+                        not cross.complete(out, job.teachers, n_shards)):
         return None
     done = {s.name: s for s in summaries}
     summaries = [done.get(t, TeacherSummary(t, shards_skipped=n_shards)) for t in names]
-    scores = cross.manifest_section(out, project.spec.teachers, n_shards) \
+    scores = cross.manifest_section(out, job.teachers, n_shards) \
         if h.cross_score else None
     return _finish(out, plan, records, summaries, n_shards, scores)
 
@@ -250,22 +270,22 @@ def _finish(out: Path, plan: dict, records, summaries, n_shards: int,
     manifest = {"plan": plan, "teachers": {}}
     for s in summaries:
         tdir = out / s.name
-        info = json.loads((tdir / "teacher.json").read_text(encoding="utf-8"))
+        info = json.loads((tdir / fmt.TEACHER).read_text(encoding="utf-8"))
         files, stats, tokens = [], [], []
         for i in range(n_shards):
-            path = tdir / shards.SHARD_PATTERN.format(i)
-            table = shards.read_shard(path)
-            n_tok = sum(len(x) for x in table.column("token_ids").to_pylist())
+            path = tdir / fmt.shard_name(i)
+            table = read_shard(path)
+            n_tok = sum(len(x) for x in table.column(fmt.TOKEN_IDS).to_pylist())
             size = path.stat().st_size
             files.append({"file": path.name, "sha256": sha256_file(path),
                           "rows": table.num_rows, "tokens": n_tok, "bytes": size})
-            stats.append(shards.shard_stats(path))
+            stats.append(shard_stats(path))
             tokens.append(n_tok)
             s.responses += table.num_rows
             s.tokens += n_tok
             s.bytes += size
-            for idx, text in zip(table.column("prompt_index").to_pylist(),
-                                 table.column("text").to_pylist()):
+            for idx, text in zip(table.column(fmt.PROMPT_INDEX).to_pylist(),
+                                 table.column(fmt.TEXT).to_pylist()):
                 rec = records[idx]
                 if rec.answer is not None and rec.skill in skills:
                     s.checked += 1
@@ -280,5 +300,5 @@ def _finish(out: Path, plan: dict, records, summaries, n_shards: int,
         manifest["scores"] = scores
     manifest["total"] = {"tokens": result.tokens, "bytes": result.bytes,
                          "bytes_per_token": round(result.bytes_per_token, 2)}
-    shards.write_text_atomic(out / "manifest.json", _dump(manifest))
+    writer.write_text_atomic(out / fmt.MANIFEST, _dump(manifest))
     return result

@@ -97,9 +97,10 @@ def load_gguf(name: str, path: Path, chat_template: bool = True) -> HFModel:
     return HFModel(name, model, tok, fingerprint_files([path]), chat_template)
 
 
-def load_teacher(spec, project=None):
-    """Build the model for a `persea.project.TeacherSpec`; paths resolve from the project."""
-    resolve = project.resolve if project is not None else (lambda p: Path(p).expanduser())
+def load_teacher(spec, paths=None):
+    """Build the model for a `persea.project.TeacherSpec`; relative paths resolve with
+    `paths.resolve` (a loaded project, a harvest job), else from the working directory."""
+    resolve = paths.resolve if paths is not None else (lambda p: Path(p).expanduser())
     if spec.builtin is not None:
         builtins = builtin_models()
         if spec.builtin not in builtins:

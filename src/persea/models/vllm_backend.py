@@ -93,7 +93,7 @@ class VLLMModel:
         return list(enc["input_ids"]), [tuple(s) for s in enc["offset_mapping"]]
 
 
-def load_vllm(spec, project=None) -> VLLMModel:
+def load_vllm(spec, paths=None) -> VLLMModel:
     if importlib.util.find_spec("vllm") is None:
         raise PerseaError(f"teacher {spec.name!r}: harvest.backend is vllm but vLLM is not "
                           "installed (pip install vllm, on a machine with a GPU)")
@@ -101,7 +101,7 @@ def load_vllm(spec, project=None) -> VLLMModel:
         path = builtin_models()[spec.builtin].path
         return VLLMModel(spec.name, str(path), fingerprint_model_dir(path), spec.chat_template)
     if spec.path is not None:
-        path = project.resolve(spec.path) if project is not None else Path(spec.path)
+        path = paths.resolve(spec.path) if paths is not None else Path(spec.path)
         return VLLMModel(spec.name, str(path), fingerprint_model_dir(path), spec.chat_template)
     return VLLMModel(spec.name, spec.hub, fingerprint_text("hub", spec.hub, str(spec.revision)),
                      spec.chat_template)

@@ -5,6 +5,9 @@ turns it into its own exception classes, so a caller sees `AuthenticationError`,
 `RateLimitError`, ... as it would against OpenAI. Messages are written for the caller and
 never carry a traceback, a key or a database URL: an unexpected exception is logged by type
 only and answered with a fixed 500 message.
+
+The library's refusals (`AccountsError`, `BackendError`) carry a `Kind`, not a status; `KINDS`
+below is the one place a kind becomes an HTTP status and an OpenAI error type.
 """
 
 from __future__ import annotations
@@ -17,17 +20,27 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from persea.errors import Kind
 from persea.serve.wire import ErrorBody, ErrorResponse
 
 log = logging.getLogger("persea.serve")
 
-# status -> OpenAI error type
-_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
-    403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
-    413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error",
-    502: "server_error", 503: "server_error", 504: "server_error",
+# kind -> (HTTP status, OpenAI error type)
+KINDS: dict[Kind, tuple[int, str]] = {
+    Kind.INVALID: (400, "invalid_request_error"),
+    Kind.UNAUTHENTICATED: (401, "authentication_error"),
+    Kind.BUDGET_EXHAUSTED: (402, "insufficient_quota"),
+    Kind.FORBIDDEN: (403, "permission_error"),
+    Kind.NOT_FOUND: (404, "not_found_error"),
+    Kind.CONFLICT: (409, "invalid_request_error"),
+    Kind.TOO_LARGE: (413, "invalid_request_error"),
+    Kind.RATE_LIMITED: (429, "rate_limit_error"),
+    Kind.INTERNAL: (500, "server_error"),
+    Kind.UPSTREAM_FAILED: (502, "server_error"),
+    Kind.UNAVAILABLE: (503, "server_error"),
 }
+# an error the gateway raises by status (a 405 from routing, say) gets the same type
+_TYPES = {status: type_ for status, type_ in KINDS.values()}
 
 
 class ApiError(Exception):
@@ -44,6 +57,13 @@ class ApiError(Exception):
         self.type = type or _TYPES.get(status, "invalid_request_error")
         self.headers = headers or {}
         self.reason = reason or code or self.type  # label for the rejections metric
+
+
+def refusal(kind: Kind, message: str, *, code: str | None = None,
+            reason: str | None = None) -> ApiError:
+    """A library refusal of `kind` as the API answers it."""
+    status, type_ = KINDS[kind]
+    return ApiError(status, message, code=code, type=type_, reason=reason)
 
 
 def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None,

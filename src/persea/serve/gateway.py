@@ -5,6 +5,11 @@
     -> rate limits (429 + Retry-After) -> reserve the worst case (402) -> [generate]
     -> settle with the exact counts  |  release when the backend failed (nothing charged)
 
+Every decision to charge or release is taken here: `admit` reserves, `complete` and `stream`
+run the model and settle or release on every way out (a stream whose caller went away is
+charged for what it produced); the HTTP routes only translate the wire to these calls and
+their results back.
+
 `Accounts` is synchronous (SQLAlchemy). Reads run on a small thread pool; every write goes
 through one group-commit writer (`persea.accounts.writer`): the reserves, settles and releases
 queued at one moment share one transaction and one commit, each with its own conditional
@@ -22,25 +27,27 @@ import logging
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import AsyncIterator
 
 import sqlalchemy as sa
 
 from persea.accounts import Accounts, AccountsError, Caller, Reservation
-from persea.serve.backends.base import Backend, Prepared, Prompt, Sampling
-from persea.serve.errors import ApiError, bad_request
+from persea.serve.backends.base import (Backend, BackendError, Piece, Prepared, Prompt,
+                                        Reported, Result, Sampling)
+from persea.serve.errors import ApiError, bad_request, refusal
 from persea.serve.limits import Ask, Limiter, retry_after_header
 from persea.serve.metrics import Metrics
+from persea.serve.sampling import bound_max_tokens, sampling_for
 from persea.serve.wire import AnyRequest, refuse_unsupported
 from persea.accounts.writer import GroupWriter, WalCheckpointer, WriterClosed
 
 log = logging.getLogger("persea.serve")
 
-DEFAULT_MAX_TOKENS = 256  # when a request names none (bounded by the context room too)
 INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
 
 
 def api_error(err: AccountsError) -> ApiError:
-    return ApiError(err.status, err.message, code=err.code)
+    return refusal(err.kind, err.message, code=err.code)
 
 
 @dataclass
@@ -57,6 +64,40 @@ class Admission:
     reservation: Reservation
     tpm: Ask | None
     done: bool = False
+
+
+@dataclass(frozen=True)
+class Charged:
+    """The last item of a finished stream: what it was charged (after the settle)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class _Tally:
+    """Tokens produced so far: what a stream is charged, also when it is cut short."""
+
+    def __init__(self, adm: Admission):
+        self.prompt = adm.prepared.prompt_tokens
+        self.completion = 0
+        self.reported: Reported | None = None
+
+    def add(self, item) -> bool:
+        if isinstance(item, Reported):
+            self.reported = item
+            return False
+        self.completion += item.tokens
+        return True
+
+    def counts(self) -> tuple[int, int]:
+        if self.reported is not None:
+            return self.reported.prompt_tokens, self.reported.completion_tokens
+        return self.prompt, self.completion
+
+
+def backend_refusal(err: BackendError) -> ApiError:
+    return refusal(err.kind, f"{err.message}; you were not charged", code="backend_error",
+                   reason="backend_error")
 
 
 class Gateway:
@@ -142,46 +183,6 @@ class Gateway:
             raise api_error(err) from None
         return backend
 
-    @staticmethod
-    def sampling_for(caller: Caller, req: AnyRequest, max_tokens: int) -> Sampling:
-        wants, k = req.wants_logprobs()
-        if req.logit_bias:
-            if wants:
-                raise ApiError(403, "logit_bias together with logprobs is refused: the two "
-                               "together would reveal the model's distribution",
-                               code="logprobs_not_allowed", param="logit_bias")
-            raise bad_request("logit_bias is not supported", "logit_bias", "unsupported")
-        top = None
-        if wants:
-            plan = caller.plan
-            if not plan.allow_logprobs:
-                raise ApiError(403, "logprobs are not available on your plan: the weights and "
-                               "the model's distribution stay closed",
-                               code="logprobs_not_allowed", param="logprobs")
-            top = min(k, plan.max_top_logprobs)  # capped at what the plan allows
-        return Sampling(max_tokens=max_tokens, n=req.n, stop=tuple(req.stops()),
-                        temperature=1.0 if req.temperature is None else req.temperature,
-                        top_p=1.0 if req.top_p is None else req.top_p, seed=req.seed,
-                        top_logprobs=top)
-
-    @staticmethod
-    def bound_max_tokens(req: AnyRequest, prepared: Prepared, prompt_param: str) -> int:
-        asked = req.requested_max_tokens()
-        room = prepared.max_new_tokens
-        if room is not None and room <= 0:
-            raise bad_request(f"the prompt is {prepared.prompt_tokens} tokens: it fills the "
-                              "model's context, leaving no room for an answer", prompt_param,
-                              "context_length_exceeded")
-        if asked is None:
-            return min(DEFAULT_MAX_TOKENS, room) if room is not None else DEFAULT_MAX_TOKENS
-        if room is not None and asked > room:
-            param = "max_completion_tokens" if getattr(req, "max_completion_tokens", None) \
-                else "max_tokens"
-            raise bad_request(f"{param} is {asked} but the prompt is {prepared.prompt_tokens} "
-                              f"tokens and the model's context leaves room for {room}", param,
-                              "context_length_exceeded")
-        return asked
-
     async def admit(self, caller: Caller, req: AnyRequest, prompt: Prompt,
                     prompt_param: str, id_prefix: str) -> Admission:
         unsupported = refuse_unsupported(req)
@@ -195,8 +196,8 @@ class Gateway:
             prepared = await asyncio.to_thread(backend.prepare, prompt)
         else:
             prepared = backend.prepare(prompt)
-        max_tokens = self.bound_max_tokens(req, prepared, prompt_param)
-        sampling = self.sampling_for(caller, req, max_tokens)
+        max_tokens = bound_max_tokens(req, prepared, prompt_param)
+        sampling = sampling_for(caller, req, max_tokens)
         worst = max_tokens * sampling.n
         tpm = await self._limit(caller, prepared.prompt_tokens + worst)
         request_id = f"{id_prefix}-{secrets.token_hex(12)}"
@@ -238,6 +239,49 @@ class Gateway:
                            f"in {wait:.1f} s", code="rate_limit_exceeded",
                            headers={"Retry-After": retry_after_header(wait)})
         return tpm
+
+    # -- the model ----------------------------------------------------------------------
+    async def complete(self, adm: Admission) -> Result:
+        """The whole answer; settled (lazily) with its exact counts, or released when the
+        backend fails or the caller goes away before it is given."""
+        self.metrics.in_flight.labels(adm.model).inc()
+        try:
+            result = await adm.backend.complete(adm.prepared, adm.sampling)
+        except BackendError as err:
+            await self.release(adm)
+            raise backend_refusal(err) from None
+        except BaseException:
+            await self.release(adm)  # cancelled (caller gone) or a bug: nothing was delivered
+            raise
+        finally:
+            self.metrics.in_flight.labels(adm.model).dec()
+        self.settle_soon(adm, result.prompt_tokens, result.completion_tokens)
+        return result
+
+    async def stream(self, adm: Admission) -> AsyncIterator[Piece | Charged]:
+        """The answer piece by piece, then `Charged` once settled with the exact counts.
+        A backend failure releases the reservation and raises the refusal (ApiError); a
+        stream closed early (the caller went away) is charged for what it produced."""
+        tally = _Tally(adm)
+        self.metrics.in_flight.labels(adm.model).inc()
+        finished = False
+        try:
+            try:
+                async for item in adm.backend.stream(adm.prepared, adm.sampling):
+                    if tally.add(item):
+                        yield item
+            except BackendError as err:
+                await self.release(adm)
+                raise backend_refusal(err) from None
+            finished = True
+            prompt_tokens, completion_tokens = tally.counts()
+            await self.settle(adm, prompt_tokens, completion_tokens)
+            yield Charged(prompt_tokens, completion_tokens)
+        finally:
+            self.metrics.in_flight.labels(adm.model).dec()
+            if not finished and not adm.done:
+                # The caller went away (or the task is torn down): charge what was produced.
+                self.settle_now(adm, *tally.counts())
 
     # -- after the model --------------------------------------------------------------
     def settle_soon(self, adm: Admission, prompt_tokens: int, completion_tokens: int) -> None:

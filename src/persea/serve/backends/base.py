@@ -13,14 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Literal, Protocol
 
+from persea.errors import Kind
+
 
 class BackendError(Exception):
-    """The backend could not answer; the message is safe to show a caller."""
+    """The backend could not answer; the message is safe to show a caller. `kind` says
+    whose fault: a model server behind us (`upstream_failed`) or our own model (`internal`)."""
 
-    def __init__(self, message: str, status: int = 502):
+    def __init__(self, message: str, kind: Kind = Kind.UPSTREAM_FAILED):
         super().__init__(message)
         self.message = message
-        self.status = status
+        self.kind = kind
 
 
 @dataclass(frozen=True)

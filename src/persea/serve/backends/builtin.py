@@ -239,7 +239,7 @@ class BuiltinBackend:
         except Exception as err:  # noqa: BLE001 - reported to each caller, logged by type
             log.error("built-in model %s failed: %s", self.name, type(err).__name__)
             for j in batch:
-                j.put(BackendError(f"model {self.name} failed to generate", 500))
+                j.put(BackendError(f"model {self.name} failed to generate", Kind.INTERNAL))
         for row in rows:  # rows the model ended without our say (it should not happen)
             if not row.done:
                 self._finish(row, "length")

@@ -130,9 +130,9 @@ async def create_plan(request: Request):
                   for m, p in body.prices.items()}
     except ValueError as err:
         raise ApiError(400, str(err), param="prices") from None
-    acc = request.app.state.gateway.accounts
-    terms = await _call(request, acc.create_plan, body.name, prices, rpm=body.rpm, tpm=body.tpm,
-                        monthly_budget=_money(body.monthly_budget, "monthly_budget"),
+    admin = request.app.state.gateway.accounts.admin
+    terms = await _call(request, admin.create_plan, body.name, prices, rpm=body.rpm,
+                        tpm=body.tpm, monthly_budget=_money(body.monthly_budget, "monthly_budget"),
                         allow_logprobs=body.allow_logprobs,
                         max_top_logprobs=body.max_top_logprobs, actor="admin-api")
     return JSONResponse(_plan_json(terms), status_code=201)
@@ -142,22 +142,22 @@ async def create_plan(request: Request):
 async def create_org(request: Request):
     body = await _body(request, OrgIn)
     acc = request.app.state.gateway.accounts
-    org = await _call(request, acc.create_org, body.name, body.plan, actor="admin-api")
+    org = await _call(request, acc.admin.create_org, body.name, body.plan, actor="admin-api")
     return JSONResponse(_org_json(org), status_code=201)
 
 
 @router.put("/orgs/{org}/plan")
 async def set_plan(org: str, request: Request):
     body = await _body(request, PlanChange)
-    acc = request.app.state.gateway.accounts
-    return _org_json(await _call(request, acc.set_org_plan, org, body.plan, actor="admin-api"))
+    admin = request.app.state.gateway.accounts.admin
+    return _org_json(await _call(request, admin.set_org_plan, org, body.plan, actor="admin-api"))
 
 
 @router.post("/orgs/{org}/keys", status_code=201)
 async def create_key(org: str, request: Request):
     body = await _body(request, KeyIn)
     acc = request.app.state.gateway.accounts
-    new = await _call(request, acc.create_key, org, name=body.name,
+    new = await _call(request, acc.admin.create_key, org, name=body.name,
                       expires_at=body.expires_at, models=body.models, actor="admin-api")
     return JSONResponse({**_key_json(new.info), "key": new.raw_key}, status_code=201)
 
@@ -166,14 +166,14 @@ async def create_key(org: str, request: Request):
 async def list_keys(org: str, request: Request):
     _check_admin(request)
     acc = request.app.state.gateway.accounts
-    return {"data": [_key_json(k) for k in await _call(request, acc.keys, org)]}
+    return {"data": [_key_json(k) for k in await _call(request, acc.admin.keys, org)]}
 
 
 @router.post("/keys/{key_id}/revoke")
 async def revoke_key(key_id: str, request: Request):
     _check_admin(request)
     acc = request.app.state.gateway.accounts
-    return _key_json(await _call(request, acc.revoke_key, key_id, actor="admin-api"))
+    return _key_json(await _call(request, acc.admin.revoke_key, key_id, actor="admin-api"))
 
 
 @router.get("/orgs/{org}/usage")
@@ -184,9 +184,9 @@ async def usage(org: str, request: Request, month: str | None = None):
         month = parse_month(month) if month else month_of(acc.clock())
     except ValueError as err:
         raise ApiError(400, str(err), param="month") from None
-    info = await _call(request, acc.org, org)
+    info = await _call(request, acc.admin.org, org)
     spent, reserved = await _call(request, acc.balance, info.id, month)
-    plan = await _call(request, acc.plan, info.plan)
+    plan = await _call(request, acc.admin.plan, info.plan)
     budget = plan.monthly_budget
     return {"org": _org_json(info), "month": month, "spent": money_json(spent),
             "reserved": money_json(reserved),

@@ -5,8 +5,8 @@ authenticates before it parses the body (an anonymous caller learns nothing
 about the request format), validates it against the wire types (a 400 naming the field),
 passes it through the gateway's checks and reservation, then answers whole or as server-sent
 events. Every answer carries `usage`; a stream carries it in a last chunk when the caller set
-`stream_options.include_usage`, and is charged for what it produced even when the caller
-goes away before the end.
+`stream_options.include_usage`. What is charged, and when, is the gateway's to decide
+(persea.serve.gateway): the handlers here translate between the wire and the gateway.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
-from persea.serve.backends.base import BackendError, Piece, Prompt, Reported, Result
+from persea.serve.backends.base import Piece, Prompt
 from persea.serve.errors import ApiError, error_body, validation_error
-from persea.serve.gateway import Admission, Gateway
+from persea.serve.gateway import Admission, Charged, Gateway
 from persea.serve.wire import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk,
                                ChatCompletionRequest, ChoiceLogprobs, ChunkChoice, Completion,
                                CompletionChoice, CompletionLogprobs, CompletionRequest, Delta,
@@ -70,7 +70,7 @@ async def chat_completions(request: Request):
     adm = await gw.admit(caller, req, prompt, "messages", "chatcmpl")
     if req.stream:
         return await _sse(_chat_events(gw, adm, req), adm.request_id)
-    result = await _complete(gw, adm)
+    result = await gw.complete(adm)
     return _json(ChatCompletion(
         id=adm.request_id, model=adm.model, usage=Usage.of(result.prompt_tokens,
                                                            result.completion_tokens),
@@ -87,7 +87,7 @@ async def completions(request: Request):
     adm = await gw.admit(caller, req, Prompt("text", text=req.prompt_text()), "prompt", "cmpl")
     if req.stream:
         return await _sse(_completion_events(gw, adm, req), adm.request_id)
-    result = await _complete(gw, adm)
+    result = await gw.complete(adm)
     return _json(Completion(
         id=adm.request_id, model=adm.model, usage=Usage.of(result.prompt_tokens,
                                                            result.completion_tokens),
@@ -95,23 +95,6 @@ async def completions(request: Request):
                                   finish_reason=c.finish_reason or "stop",
                                   logprobs=_completion_logprobs(c.logprobs, adm))
                  for c in result.choices]), adm.request_id)
-
-
-async def _complete(gw: Gateway, adm: Admission) -> Result:
-    gw.metrics.in_flight.labels(adm.model).inc()
-    try:
-        result = await adm.backend.complete(adm.prepared, adm.sampling)
-    except BackendError as err:
-        await gw.release(adm)
-        raise ApiError(err.status, f"{err.message}; you were not charged",
-                       code="backend_error", reason="backend_error") from None
-    except BaseException:
-        await gw.release(adm)  # cancelled (caller gone) or a bug: nothing was delivered
-        raise
-    finally:
-        gw.metrics.in_flight.labels(adm.model).dec()
-    gw.settle_soon(adm, result.prompt_tokens, result.completion_tokens)
-    return result
 
 
 # -- logprobs in both wire shapes -------------------------------------------------------
@@ -171,61 +154,32 @@ def _data(model) -> bytes:
     return b"data: " + model.model_dump_json().encode() + b"\n\n"
 
 
-class _Tally:
-    """Tokens produced so far: what a stream is charged, also when it is cut short."""
-
-    def __init__(self, adm: Admission):
-        self.prompt = adm.prepared.prompt_tokens
-        self.completion = 0
-        self.reported: Reported | None = None
-
-    def add(self, item) -> bool:
-        if isinstance(item, Reported):
-            self.reported = item
-            return False
-        self.completion += item.tokens
-        return True
-
-    def counts(self) -> tuple[int, int]:
-        if self.reported is not None:
-            return self.reported.prompt_tokens, self.reported.completion_tokens
-        return self.prompt, self.completion
-
-
 async def _metered(gw: Gateway, adm: Admission, make_chunk, make_usage_chunk):
-    """The stream's body: pieces become chunks; settles on every way out."""
-    tally = _Tally(adm)
-    gw.metrics.in_flight.labels(adm.model).inc()
-    finished = False
+    """The stream's body: the gateway's pieces become chunks, its final counts the usage
+    chunk. A backend that fails before any chunk went out is an error status (see _sse);
+    after, an error event ends the stream."""
+    events = gw.stream(adm)
     sent = False
     try:
-        try:
-            async for item in adm.backend.stream(adm.prepared, adm.sampling):
-                if tally.add(item):
-                    chunk = make_chunk(item)
-                    if chunk is not None:
-                        sent = True
-                        yield chunk
-        except BackendError as err:
-            await gw.release(adm)
-            message = f"{err.message}; you were not charged"
-            if not sent:  # nothing answered yet: a proper error status (see _sse)
-                raise ApiError(err.status, message, code="backend_error",
-                               reason="backend_error") from None
-            yield b"data: " + error_body(err.status, message, code="backend_error") + b"\n\n"
-            return
-        finished = True
-        prompt_tokens, completion_tokens = tally.counts()
-        await gw.settle(adm, prompt_tokens, completion_tokens)
-        usage_chunk = make_usage_chunk(Usage.of(prompt_tokens, completion_tokens))
-        if usage_chunk is not None:
-            yield usage_chunk
-        yield b"data: [DONE]\n\n"
+        async for item in events:
+            if isinstance(item, Charged):
+                usage_chunk = make_usage_chunk(Usage.of(item.prompt_tokens,
+                                                        item.completion_tokens))
+                if usage_chunk is not None:
+                    yield usage_chunk
+                yield b"data: [DONE]\n\n"
+                continue
+            chunk = make_chunk(item)
+            if chunk is not None:
+                sent = True
+                yield chunk
+    except ApiError as err:
+        if not sent:
+            raise
+        yield b"data: " + error_body(err.status, err.message, code=err.code,
+                                     type=err.type) + b"\n\n"
     finally:
-        gw.metrics.in_flight.labels(adm.model).dec()
-        if not finished and not adm.done:
-            # The caller went away (or the task is torn down): charge what was produced.
-            gw.settle_now(adm, *tally.counts())
+        await events.aclose()  # the gateway charges what was produced if the caller left
 
 
 def _chat_events(gw: Gateway, adm: Admission, req: ChatCompletionRequest):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from persea.harvest import quant
+from persea.cache import quant
 
 
 def test_round_trip_by_hand():

@@ -22,10 +22,10 @@ PRICES = {"small": Price(Decimal("0.1"), Decimal("0.3")),
 
 @pytest.fixture
 def caller(accounts):
-    accounts.create_plan("pro", PRICES, monthly_budget=Decimal("1000"))
-    accounts.create_org("acme", "pro")
-    accounts.create_org("other", "pro")
-    return accounts.authenticate(accounts.create_key("acme").raw_key)
+    accounts.admin.create_plan("pro", PRICES, monthly_budget=Decimal("1000"))
+    accounts.admin.create_org("acme", "pro")
+    accounts.admin.create_org("other", "pro")
+    return accounts.authenticate(accounts.admin.create_key("acme").raw_key)
 
 
 def _request(accounts, caller, model, prompt, completion, request_id):
@@ -38,7 +38,7 @@ def test_invoice_total_is_the_exact_sum_of_usage_records(accounts, caller):
     for i in range(60):
         _request(accounts, caller, rng.choice(["small", "large"]), rng.randint(1, 3000),
                  rng.randint(0, 2000), f"r{i}")
-    other = accounts.authenticate(accounts.create_key("other").raw_key)
+    other = accounts.authenticate(accounts.admin.create_key("other").raw_key)
     _request(accounts, other, "small", 10, 10, "not-acme")
     failed = accounts.reserve(caller, "large", 100, 100, "backend-failed")
     accounts.release(failed)
@@ -70,8 +70,8 @@ def test_invoice_total_is_the_exact_sum_of_usage_records(accounts, caller):
 
 def test_a_price_change_mid_month_gives_two_lines(accounts, caller):
     _request(accounts, caller, "small", 1_000_000, 0, "before")
-    accounts.update_plan("pro", prices={"small": Price(Decimal("0.2"), Decimal("0.3"))})
-    caller = accounts.authenticate(accounts.create_key("acme").raw_key)  # the new terms
+    accounts.admin.update_plan("pro", prices={"small": Price(Decimal("0.2"), Decimal("0.3"))})
+    caller = accounts.authenticate(accounts.admin.create_key("acme").raw_key)  # the new terms
     _request(accounts, caller, "small", 1_000_000, 0, "after")
     inv = invoice(accounts, "acme", "2026-03")
     assert [(x.model, x.input_per_mtok, x.amount) for x in inv.lines] == [

@@ -1,8 +1,9 @@
-"""Reading a finished harvest cache for distillation.
+"""Reading the harvest cache (its format: persea.cache.format).
 
-The cache is checked against what the distiller expects before anything is trained: it must
-be complete (manifest written), and every teacher the project names must be in it with the
-same fingerprint; otherwise the error names the mismatch and nothing is written.
+`open_harvest` reads a finished cache for distillation, checked against what the distiller
+expects before anything is trained: it must be complete (manifest written), and every
+teacher the project names must be in it with the same fingerprint; otherwise the error
+names the mismatch and nothing is written.
 """
 
 from __future__ import annotations
@@ -12,12 +13,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from persea.align import token_bytes
+from persea.cache import format as fmt
+from persea.cache import quant
 from persea.errors import PerseaError
-from persea.harvest import quant
-from persea.harvest.cross import score_dir
+
+
+def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(path, columns=columns)
+
+
+def shard_stats(path: Path) -> dict:
+    """What quantisation lost in a shard, as the writer measured it."""
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta.get(fmt.STATS_KEY.encode(), b"{}"))
+
+
+def read_prompts(cache: Path) -> list[dict]:
+    """prompts.jsonl: the prompt set in order (id, prompt, skill, answer)."""
+    with open(cache / fmt.PROMPTS, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def corpus(cache: Path) -> list[str]:
+    """Every prompt and every non-empty teacher response in a cache, one string each (cross
+    scores excluded: they repeat the responses)."""
+    lines = [p["prompt"] for p in read_prompts(cache)]
+    for shard in sorted(cache.glob(f"*/{fmt.SHARD_GLOB}")):
+        lines += [t for t in read_shard(shard, [fmt.TEXT]).column(fmt.TEXT).to_pylist() if t]
+    return lines
 
 
 @dataclass
@@ -49,7 +76,7 @@ class Harvest:
 
 def open_harvest(path: Path, expected_project: str | None = None,
                  expected_teachers: list[str] | None = None) -> Harvest:
-    manifest_file = path / "manifest.json"
+    manifest_file = path / fmt.MANIFEST
     if not manifest_file.is_file():
         raise PerseaError(f"no finished harvest at {path} (manifest.json missing): run "
                           "`persea harvest` first")
@@ -63,11 +90,10 @@ def open_harvest(path: Path, expected_project: str | None = None,
         raise PerseaError(f"the harvest at {path} has no responses from teacher(s) "
                           f"{', '.join(missing)} (it has {', '.join(manifest['teachers'])}); "
                           "run `persea harvest` again")
-    with open(path / "prompts.jsonl", encoding="utf-8") as f:
-        prompts = [json.loads(line) for line in f if line.strip()]
+    prompts = read_prompts(path)
     teachers = {}
     for name, info in manifest["teachers"].items():
-        tok_dir = path / name / "tokenizer"
+        tok_dir = path / name / fmt.TOKENIZER
         tok = None
         if tok_dir.is_dir():
             from transformers import AutoTokenizer
@@ -100,7 +126,7 @@ def read_responses(harvest: Harvest, teacher: str) -> list[Response]:
 
 
 def read_scores(harvest: Harvest, scorer: str, author: str) -> list[Response]:
-    """`scorer`'s traces on `author`'s responses (teacher-forced, persea.harvest.cross): one
+    """`scorer`'s traces on `author`'s responses (teacher-forced by the harvest): one
     per response of `author`, in the same order (by prompt index), with the scorer's own
     token ids, spans, top-k and tail on the author's text. A row whose `text` differs from
     the author's (a tokenizer that could not reproduce it) is the caller's to skip."""
@@ -109,7 +135,7 @@ def read_scores(harvest: Harvest, scorer: str, author: str) -> list[Response]:
         raise PerseaError(f"the harvest at {harvest.path} has no scores of teacher {scorer!r} "
                           f"on {author!r}'s responses (it has: {have}); harvest with "
                           "`harvest.cross_score: true`")
-    folder = score_dir(harvest.path, scorer, author)
+    folder = fmt.score_dir(harvest.path, scorer, author)
     return _read_rows([folder / s["file"]
                        for s in harvest.manifest["scores"][scorer][author]["shards"]])
 
@@ -117,17 +143,17 @@ def read_scores(harvest: Harvest, scorer: str, author: str) -> list[Response]:
 def _read_rows(paths: list[Path]) -> list[Response]:
     out = []
     for shard in paths:
-        table = pq.read_table(shard)
+        table = read_shard(shard)
         for row in table.to_pylist():
-            n = len(row["token_ids"])
-            k = len(row["topk_q"][0]) if n else 0
+            n = len(row[fmt.TOKEN_IDS])
+            k = len(row[fmt.TOPK_Q][0]) if n else 0
             out.append(Response(
-                prompt_index=row["prompt_index"], text=row["text"],
-                token_ids=np.asarray(row["token_ids"], np.int64),
-                spans=list(zip(row["span_start"], row["span_end"])),
-                logprob=np.asarray(row["logprob"], np.float32),
-                tail=np.asarray(row["tail_mass"], np.float32),
-                topk_ids=np.asarray(row["topk_ids"], np.int64).reshape(n, k),
-                topk_logp=quant.dequantize(np.asarray(row["topk_q"], np.uint8).reshape(n, k)),
-                vocab=row["vocab"]))
+                prompt_index=row[fmt.PROMPT_INDEX], text=row[fmt.TEXT],
+                token_ids=np.asarray(row[fmt.TOKEN_IDS], np.int64),
+                spans=list(zip(row[fmt.SPAN_START], row[fmt.SPAN_END])),
+                logprob=np.asarray(row[fmt.LOGPROB], np.float32),
+                tail=np.asarray(row[fmt.TAIL_MASS], np.float32),
+                topk_ids=np.asarray(row[fmt.TOPK_IDS], np.int64).reshape(n, k),
+                topk_logp=quant.dequantize(np.asarray(row[fmt.TOPK_Q], np.uint8).reshape(n, k)),
+                vocab=row[fmt.VOCAB]))
     return out

@@ -40,7 +40,7 @@ def test_plan_org_key_and_invoice_json(persea, db_url):
         for i, (p, c) in enumerate([(1000, 200), (333, 777), (1, 1)]):
             res = accounts.reserve(caller, "small", p, 1000, f"r{i}")
             accounts.settle(res, p, c)
-        key_id = accounts.keys("acme")[0].id
+        key_id = accounts.admin.keys("acme")[0].id
     finally:
         accounts.close()
 

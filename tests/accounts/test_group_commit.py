@@ -25,9 +25,9 @@ PRICES = {"m": Price(Decimal("0.2"), Decimal("1"))}
 
 @pytest.fixture
 def caller(accounts):
-    accounts.create_plan("small", PRICES, monthly_budget=Decimal("0.01"))
-    accounts.create_org("acme", "small")
-    return accounts.authenticate(accounts.create_key("acme").raw_key)
+    accounts.admin.create_plan("small", PRICES, monthly_budget=Decimal("0.01"))
+    accounts.admin.create_org("acme", "small")
+    return accounts.authenticate(accounts.admin.create_key("acme").raw_key)
 
 
 def _count(accounts, table) -> int:
@@ -183,9 +183,10 @@ def test_many_concurrent_requests_through_the_gateway_are_metered_once(migrated_
     failed ones cost nothing, spent stays within the budget and nothing is left held."""
     env, stub_server = start_env(migrated_url, toy_model)
     try:
-        env.accounts.create_plan("grouped", {"stub": PRICE}, monthly_budget=Decimal("0.0005"))
-        env.accounts.create_org("grouped", "grouped")
-        key = env.accounts.create_key("grouped").raw_key
+        env.accounts.admin.create_plan("grouped", {"stub": PRICE},
+                                       monthly_budget=Decimal("0.0005"))
+        env.accounts.admin.create_org("grouped", "grouped")
+        key = env.accounts.admin.create_key("grouped").raw_key
         env.stub.fail_next = 4
 
         def one(i: int) -> httpx.Response:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from persea.db.schema import reservations, usage_records
 from persea.accounts import (Accounts, AccountsError, BudgetExhausted, Price)
+from persea.errors import Kind
 
 # output 1 per million tokens: a request reserving 1000 output tokens holds exactly 0.001
 PRICES = {"m": Price(Decimal("0.2"), Decimal("1"))}
@@ -20,9 +21,9 @@ PRICES = {"m": Price(Decimal("0.2"), Decimal("1"))}
 
 @pytest.fixture
 def caller(accounts):
-    accounts.create_plan("small", PRICES, monthly_budget=Decimal("0.05"))
-    accounts.create_org("acme", "small")
-    return accounts.authenticate(accounts.create_key("acme").raw_key)
+    accounts.admin.create_plan("small", PRICES, monthly_budget=Decimal("0.05"))
+    accounts.admin.create_org("acme", "small")
+    return accounts.authenticate(accounts.admin.create_key("acme").raw_key)
 
 
 def _usage_rows(accounts):
@@ -69,10 +70,10 @@ def test_release_costs_nothing_and_restores_the_budget(accounts, caller):
         accounts.settle(res, 0, 10)
 
 
-def test_budget_exhausted_is_a_402_with_a_safe_message(accounts, caller):
+def test_budget_exhausted_is_a_refusal_with_a_safe_message(accounts, caller):
     with pytest.raises(BudgetExhausted) as err:
         accounts.reserve(caller, "m", 0, 50_001, "too-big")
-    assert err.value.status == 402 and err.value.code == "insufficient_quota"
+    assert err.value.kind == Kind.BUDGET_EXHAUSTED and err.value.code == "insufficient_quota"
     assert "up to 0.050001 and 0.05 is left" in err.value.message
     assert "psk-" not in err.value.message
     assert accounts.balance(caller.org_id) == (0, 0)
@@ -82,7 +83,7 @@ def test_a_request_id_is_reserved_once(accounts, caller):
     accounts.reserve(caller, "m", 0, 1000, "same")
     with pytest.raises(AccountsError) as err:
         accounts.reserve(caller, "m", 0, 1000, "same")
-    assert err.value.status == 409
+    assert err.value.kind == Kind.CONFLICT
     for bad in ("", "x" * 201):
         with pytest.raises(AccountsError, match="request id"):
             accounts.reserve(caller, "m", 0, 1000, bad)
@@ -190,9 +191,9 @@ def test_budget_change_applies_at_once_and_unlimited_is_unlimited(accounts, call
     accounts.reserve(caller, "m", 0, 50_000, "all")
     with pytest.raises(BudgetExhausted):
         accounts.reserve(caller, "m", 0, 1000, "one-more")
-    accounts.update_plan("small", monthly_budget=Decimal("0.051"))
+    accounts.admin.update_plan("small", monthly_budget=Decimal("0.051"))
     accounts.reserve(caller, "m", 0, 1000, "one-more")  # the cached caller is not stale
-    accounts.update_plan("small", monthly_budget=None)
+    accounts.admin.update_plan("small", monthly_budget=None)
     accounts.reserve(caller, "m", 0, 10**9, "huge")
 
 
@@ -221,13 +222,13 @@ def test_a_really_killed_gateway_leaves_nothing_held_after_reconcile(accounts, m
     import subprocess
     import sys
 
-    accounts.create_plan("small", PRICES, monthly_budget=Decimal("0.05"))
-    accounts.create_org("acme", "small")
-    raw = accounts.create_key("acme").raw_key
+    accounts.admin.create_plan("small", PRICES, monthly_budget=Decimal("0.05"))
+    accounts.admin.create_org("acme", "small")
+    raw = accounts.admin.create_key("acme").raw_key
     proc = subprocess.run([sys.executable, "-c", KILLED_GATEWAY, migrated_url, raw],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == -9 and proc.stdout.startswith("res_"), proc.stderr
-    org_id = accounts.org("acme").id
+    org_id = accounts.admin.org("acme").id
     assert accounts.balance(org_id) == (0, Decimal("0.02"))  # held by a dead process
     assert accounts.reconcile() == 0  # the next gateway starts at once: not expired yet
     clock.advance(minutes=15)

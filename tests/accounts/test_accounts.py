@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from persea.db.schema import metadata
-from persea.errors import PerseaError
+from persea.errors import Kind, PerseaError
 from persea.accounts import audit
 from persea.accounts import InvalidKey, ModelNotAllowed, Price
 
@@ -22,9 +22,9 @@ PRICES = {"persea-small": Price(Decimal("0.50"), Decimal("1.50")),
 
 @pytest.fixture
 def org(accounts):
-    accounts.create_plan("pro", PRICES, rpm=60, tpm=100_000, monthly_budget=Decimal("100"),
+    accounts.admin.create_plan("pro", PRICES, rpm=60, tpm=100_000, monthly_budget=Decimal("100"),
                          allow_logprobs=True, max_top_logprobs=5)
-    return accounts.create_org("acme", "pro")
+    return accounts.admin.create_org("acme", "pro")
 
 
 def _every_stored_value(engine) -> str:
@@ -38,13 +38,13 @@ def _every_stored_value(engine) -> str:
 
 
 def test_key_has_256_random_bits_and_is_never_stored(accounts, org, migrated_url, tmp_path):
-    new = accounts.create_key("acme", name="ci")
+    new = accounts.admin.create_key("acme", name="ci")
     raw = new.raw_key
     assert raw.startswith("psk-")
     assert len(base64.urlsafe_b64decode(raw[4:] + "=")) == 32  # 256 bits
     assert raw not in repr(new)  # printing the result by mistake does not leak it
     assert new.info.prefix == raw[:8]  # display prefix: 4 of the 43 random characters
-    assert accounts.create_key("acme").raw_key != raw
+    assert accounts.admin.create_key("acme").raw_key != raw
     stored = _every_stored_value(accounts.engine)
     assert raw not in stored and raw[4:] not in stored
     if migrated_url.startswith("sqlite"):  # the file itself, journal included
@@ -60,28 +60,28 @@ def test_key_has_256_random_bits_and_is_never_stored(accounts, org, migrated_url
 def test_unknown_or_missing_key_is_refused(accounts, org, raw):
     with pytest.raises(InvalidKey) as err:
         accounts.authenticate(raw)
-    assert err.value.status == 401 and err.value.code == "invalid_api_key"
+    assert err.value.kind == Kind.UNAUTHENTICATED and err.value.code == "invalid_api_key"
 
 
 def test_a_key_one_character_off_is_refused(accounts, org):
-    raw = accounts.create_key("acme").raw_key
+    raw = accounts.admin.create_key("acme").raw_key
     twin = raw[:-1] + ("A" if raw[-1] != "A" else "B")
     with pytest.raises(InvalidKey):
         accounts.authenticate(twin)
 
 
 def test_revoked_key_is_refused_at_once_despite_the_cache(accounts, org):
-    new = accounts.create_key("acme")
+    new = accounts.admin.create_key("acme")
     accounts.authenticate(new.raw_key)  # now cached
-    accounts.revoke_key(new.info.id)
+    accounts.admin.revoke_key(new.info.id)
     with pytest.raises(InvalidKey, match="revoked"):
         accounts.authenticate(new.raw_key)
     with pytest.raises(PerseaError, match="already revoked"):
-        accounts.revoke_key(new.info.id)
+        accounts.admin.revoke_key(new.info.id)
 
 
 def test_expired_key_is_refused(accounts, org, clock):
-    new = accounts.create_key("acme", expires_at=clock.now + timedelta(hours=1))
+    new = accounts.admin.create_key("acme", expires_at=clock.now + timedelta(hours=1))
     accounts.authenticate(new.raw_key)
     clock.advance(minutes=59)
     accounts.authenticate(new.raw_key)
@@ -92,42 +92,43 @@ def test_expired_key_is_refused(accounts, org, clock):
     with pytest.raises(InvalidKey, match="expired"):
         accounts.authenticate(new.raw_key)
     with pytest.raises(PerseaError, match="future"):
-        accounts.create_key("acme", expires_at=clock.now - timedelta(seconds=1))
+        accounts.admin.create_key("acme", expires_at=clock.now - timedelta(seconds=1))
 
 
 def test_model_limits(accounts, org):
-    caller = accounts.authenticate(accounts.create_key("acme", models=["persea-small"]).raw_key)
+    key = accounts.admin.create_key("acme", models=["persea-small"])
+    caller = accounts.authenticate(key.raw_key)
     assert caller.allowed_models == frozenset({"persea-small"})
     assert accounts.check_model(caller, "persea-small") == PRICES["persea-small"]
     with pytest.raises(ModelNotAllowed) as err:
         accounts.check_model(caller, "persea-large")
-    assert err.value.status == 403 and err.value.code == "model_not_allowed"
+    assert err.value.kind == Kind.FORBIDDEN and err.value.code == "model_not_allowed"
     with pytest.raises(ModelNotAllowed):
         accounts.check_model(caller, "gpt-unknown")
     assert accounts.models_for(caller) == ["persea-small"]
-    everything = accounts.authenticate(accounts.create_key("acme").raw_key)
+    everything = accounts.authenticate(accounts.admin.create_key("acme").raw_key)
     assert accounts.models_for(everything) == ["persea-large", "persea-small"]
     with pytest.raises(PerseaError, match="not sold on plan 'pro'"):
-        accounts.create_key("acme", models=["gpt-unknown"])
+        accounts.admin.create_key("acme", models=["gpt-unknown"])
 
 
 def test_plan_change_reaches_callers_of_this_process_at_once(accounts, org):
-    raw = accounts.create_key("acme").raw_key
+    raw = accounts.admin.create_key("acme").raw_key
     accounts.authenticate(raw)
-    accounts.update_plan("pro", drop_models=["persea-large"])
+    accounts.admin.update_plan("pro", drop_models=["persea-large"])
     caller = accounts.authenticate(raw)
     assert accounts.models_for(caller) == ["persea-small"]
-    accounts.create_plan("free", {"persea-small": Price(Decimal(0), Decimal(0))})
-    accounts.set_org_plan("acme", "free")
+    accounts.admin.create_plan("free", {"persea-small": Price(Decimal(0), Decimal(0))})
+    accounts.admin.set_org_plan("acme", "free")
     assert accounts.authenticate(raw).plan.name == "free"
 
 
 def test_admin_actions_are_audited_without_key_material(accounts, org):
-    keys = [accounts.create_key("acme", name="a"), accounts.create_key("acme", name="b")]
-    accounts.revoke_key(keys[0].info.id)
-    accounts.update_plan("pro", monthly_budget=Decimal("250.5"))
-    accounts.create_plan("basic", {"persea-small": PRICES["persea-small"]})
-    accounts.set_org_plan("acme", "basic")
+    keys = [accounts.admin.create_key("acme", name=n) for n in ("a", "b")]
+    accounts.admin.revoke_key(keys[0].info.id)
+    accounts.admin.update_plan("pro", monthly_budget=Decimal("250.5"))
+    accounts.admin.create_plan("basic", {"persea-small": PRICES["persea-small"]})
+    accounts.admin.set_org_plan("acme", "basic")
     log = audit.entries(accounts.engine)
     assert [e.action for e in reversed(log)] == [
         "plan.created", "org.created", "key.created", "key.created", "key.revoked",
@@ -150,16 +151,16 @@ def test_audit_refuses_secret_looking_details(accounts):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda a: a.create_org("acme", "pro"), "already exists"),
-    (lambda a: a.create_org("new", "nope"), "no plan named 'nope'"),
-    (lambda a: a.create_org("bad name", "pro"), "organisation name 'bad name'"),
-    (lambda a: a.create_key("ghost"), "no organisation 'ghost'"),
-    (lambda a: a.revoke_key("key_nope"), "no API key with id"),
-    (lambda a: a.create_plan("pro", PRICES), "already exists"),
-    (lambda a: a.create_plan("x", {"m": Price(Decimal("0.0000001"), Decimal(1))}),
+    (lambda a: a.admin.create_org("acme", "pro"), "already exists"),
+    (lambda a: a.admin.create_org("new", "nope"), "no plan named 'nope'"),
+    (lambda a: a.admin.create_org("bad name", "pro"), "organisation name 'bad name'"),
+    (lambda a: a.admin.create_key("ghost"), "no organisation 'ghost'"),
+    (lambda a: a.admin.revoke_key("key_nope"), "no API key with id"),
+    (lambda a: a.admin.create_plan("pro", PRICES), "already exists"),
+    (lambda a: a.admin.create_plan("x", {"m": Price(Decimal("0.0000001"), Decimal(1))}),
      "more than 6 decimal places"),
-    (lambda a: a.create_plan("x", PRICES, rpm=0), "rpm 0"),
-    (lambda a: a.update_plan("pro", max_top_logprobs=99), "max_top_logprobs 99"),
+    (lambda a: a.admin.create_plan("x", PRICES, rpm=0), "rpm 0"),
+    (lambda a: a.admin.update_plan("pro", max_top_logprobs=99), "max_top_logprobs 99"),
 ])
 def test_bad_admin_input_is_one_readable_error(accounts, org, call, message):
     with pytest.raises(PerseaError, match=message):
@@ -167,8 +168,8 @@ def test_bad_admin_input_is_one_readable_error(accounts, org, call, message):
 
 
 def test_listing(accounts, org):
-    accounts.create_key("acme", name="one")
-    assert [o.name for o in accounts.orgs()] == ["acme"]
-    assert accounts.org(org.id).name == "acme" and accounts.org("acme").plan == "pro"
-    assert [k.name for k in accounts.keys("acme")] == ["one"]
-    assert [p.name for p in accounts.plans()] == ["pro"]
+    accounts.admin.create_key("acme", name="one")
+    assert [o.name for o in accounts.admin.orgs()] == ["acme"]
+    assert accounts.admin.org(org.id).name == "acme" and accounts.admin.org("acme").plan == "pro"
+    assert [k.name for k in accounts.admin.keys("acme")] == ["one"]
+    assert [p.name for p in accounts.admin.plans()] == ["pro"]

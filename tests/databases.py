@@ -1,4 +1,5 @@
-"""Fixtures for the storage layer, run against BOTH databases.
+"""Database fixtures for every package's tests (tests/conftest.py offers them), run against
+BOTH databases.
 
 `db_url` is an empty database: a fresh SQLite file, or a fresh uniquely named schema in the
 PostgreSQL at $PERSEA_TEST_PG_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test),
