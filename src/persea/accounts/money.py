@@ -21,8 +21,8 @@ CURRENCY = "USD"  # the one currency of a deployment; every amount is in it
 PRICE_PLACES = 6
 MTOK = 1_000_000
 # The largest price (per million tokens) or monthly budget: a round number under what the
-# database stores exactly (persea.db.types.MONEY_CEILING, about 9.2 million on SQLite), so that a budgeted
-# organisation's spent plus reserved, which never pass its budget, always fit too.
+# database stores exactly (persea.db.types.MONEY_CEILING, about 9.2 million on SQLite), so
+# that a budgeted organisation's spent plus reserved, which never pass its budget, fit too.
 MAX_AMOUNT = Decimal(9_000_000)
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 

@@ -2,9 +2,10 @@
 
 SQLite is the embedded default (a file readable by its owner only, WAL journal, a busy
 timeout, every write transaction taken with `BEGIN IMMEDIATE` so that concurrent writers
-queue instead of failing); PostgreSQL is used when given a `postgresql+psycopg://` URL. The schema lives in
-`persea.db.schema`; migrations ship inside the package (`persea/db/migrations`) and run
-programmatically through `upgrade(url)`, so an installed persea can migrate its own database.
+queue instead of failing); PostgreSQL is used when given a `postgresql+psycopg://` URL. The
+schema lives in `persea.db.schema`; migrations ship inside the package
+(`persea/db/migrations`) and run programmatically through `upgrade(url)`, so an installed
+persea can migrate its own database.
 """
 
 from __future__ import annotations
