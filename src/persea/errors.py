@@ -20,8 +20,8 @@ class Kind(StrEnum):
     CONFLICT = "conflict"  # clashes with what exists (a used request id, a released hold)
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
-    INTERNAL = "internal"  # our fault: a bug or a model that failed
-    UPSTREAM_FAILED = "upstream_failed"  # a model server behind us failed
+    INTERNAL = "internal"  # our fault: a bug
+    UPSTREAM_FAILED = "upstream_failed"  # a model backend failed: ours, or a server behind us
     UNAVAILABLE = "unavailable"  # not answering now (loading, a database down); retry
 
 

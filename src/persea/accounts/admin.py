@@ -29,6 +29,7 @@ from persea.errors import PerseaError
 KEY_BYTES = 32  # 256 random bits from `secrets`
 DISPLAY_CHARS = 4  # random characters kept for display: 24 of the 256 bits, not a secret
 MAX_TOP_LOGPROBS = 20
+MAX_PER_MINUTE = 2**31 - 1  # rpm and tpm are 32-bit INTEGER columns on PostgreSQL
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 UNSET: object = object()
 
@@ -69,8 +70,9 @@ def _check_name(kind: str, name: str) -> str:
 
 
 def _check_limit(what: str, value: int | None) -> int | None:
-    if value is not None and (not isinstance(value, int) or value < 1):
-        raise PerseaError(f"{what} {value!r}: expected a whole number >= 1 (or none: unlimited)")
+    if value is not None and (not isinstance(value, int) or not 1 <= value <= MAX_PER_MINUTE):
+        raise PerseaError(f"{what} {value!r}: expected a whole number from 1 to "
+                          f"{MAX_PER_MINUTE} (or none: unlimited)")
     return value
 
 

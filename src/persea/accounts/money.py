@@ -3,7 +3,9 @@
 Amounts are `Decimal` everywhere, never float. Prices are money per million tokens and are
 accepted to `PRICE_PLACES` (6) decimal places, so the cost of any whole number of tokens,
 price x tokens / 10^6, is exact to 12 places: the precision the database keeps (see
-`persea.db.types`). Billing months are calendar months in UTC, written `YYYY-MM`.
+`persea.db.types`). Every amount a person sets (a price, a budget) is at most `MAX_AMOUNT`,
+checked here, before the database. Billing months are calendar months in UTC, written
+`YYYY-MM`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from persea.db.types import MONEY_PLACES
 CURRENCY = "USD"  # the one currency of a deployment; every amount is in it
 PRICE_PLACES = 6
 MTOK = 1_000_000
+# The largest price (per million tokens) or monthly budget: a round number under what the
+# database stores exactly (persea.db.types.MONEY_CEILING, about 9.2 million on SQLite), so
+# that a budgeted organisation's spent plus reserved, which never pass its budget, fit too.
+MAX_AMOUNT = Decimal(9_000_000)
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
@@ -36,15 +42,16 @@ class Price:
 
 def parse_amount(text: str | Decimal | int, what: str = "amount",
                  places: int = MONEY_PLACES) -> Decimal:
-    """A non-negative amount with at most `places` decimal places, or ValueError saying why."""
+    """An amount from 0 to `MAX_AMOUNT` with at most `places` decimal places, or ValueError
+    saying why (naming `what` and the range)."""
     if isinstance(text, float):
         raise ValueError(f"{what}: money must not be a float")
     try:
         value = Decimal(str(text).strip())
     except InvalidOperation:
         raise ValueError(f"{what}: {text!r} is not a number") from None
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"{what}: {text!r} must be a number >= 0")
+    if not value.is_finite() or not 0 <= value <= MAX_AMOUNT:
+        raise ValueError(f"{what}: {text!r} must be a number >= 0 and <= {MAX_AMOUNT}")
     if value != value.quantize(Decimal(1).scaleb(-places)):
         raise ValueError(f"{what}: {text!r} has more than {places} decimal places")
     return value

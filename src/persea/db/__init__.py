@@ -1,10 +1,11 @@
 """persea's database: one engine factory and one migration entry point.
 
-SQLite is the embedded default (a file, WAL journal, a busy timeout, every write
-transaction taken with `BEGIN IMMEDIATE` so that concurrent writers queue instead of
-failing); PostgreSQL is used when given a `postgresql+psycopg://` URL. The schema lives in
-`persea.db.schema`; migrations ship inside the package (`persea/db/migrations`) and run
-programmatically through `upgrade(url)`, so an installed persea can migrate its own database.
+SQLite is the embedded default (a file readable by its owner only, WAL journal, a busy
+timeout, every write transaction taken with `BEGIN IMMEDIATE` so that concurrent writers
+queue instead of failing); PostgreSQL is used when given a `postgresql+psycopg://` URL. The
+schema lives in `persea.db.schema`; migrations ship inside the package
+(`persea/db/migrations`) and run programmatically through `upgrade(url)`, so an installed
+persea can migrate its own database.
 """
 
 from __future__ import annotations
@@ -48,6 +49,19 @@ def resolve_url(db: str | None = None, root: Path | None = None,
 
 
 SQLITE_SYNCHRONOUS = ("full", "normal")
+DB_FILE_MODE = 0o600  # the database holds API key hashes and invoices
+
+
+def _create_private(path: str) -> None:
+    """Create an SQLite database file that does not exist yet with mode 0600, before SQLite
+    would create it with the umask's (usually 0644, readable by every local user). SQLite
+    gives the -wal and -shm files it creates later the database file's mode. An existing
+    file keeps its mode; a missing directory is left to SQLite's own error."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_FILE_MODE)
+    except OSError:  # it exists already, or SQLite will say why it cannot be opened
+        return
+    os.close(fd)
 
 
 def make_engine(url: str, **kwargs) -> sa.Engine:
@@ -71,6 +85,14 @@ def make_engine(url: str, **kwargs) -> sa.Engine:
     kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_S,
                                        "check_same_thread": False})
     engine = sa.create_engine(parsed, **kwargs)
+    file_db = parsed.database not in (None, "", ":memory:") \
+        and not parsed.database.startswith("file:") and "uri" not in parsed.query
+
+    @event.listens_for(engine, "do_connect")
+    def _before_connect(_dialect, _record, _cargs, _cparams):
+        if file_db:
+            _create_private(parsed.database)
+        # None: SQLAlchemy goes on to connect as usual
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):

@@ -23,6 +23,7 @@ from sqlalchemy.types import TypeDecorator
 MONEY_PLACES = 12
 _SCALE = 10 ** MONEY_PLACES
 _SQLITE_MAX = 2 ** 63 - 1
+MONEY_CEILING = Decimal(_SQLITE_MAX).scaleb(-MONEY_PLACES)  # the most SQLite stores exactly
 
 
 class Money(TypeDecorator):
@@ -50,7 +51,7 @@ class Money(TypeDecorator):
             units = int(units)
             if abs(units) > _SQLITE_MAX:
                 raise ValueError(f"{value} is past what SQLite stores exactly "
-                                 f"({Decimal(_SQLITE_MAX) / _SCALE:.0f}); use PostgreSQL")
+                                 f"({MONEY_CEILING:.0f}); use PostgreSQL")
             return units
         return value
 

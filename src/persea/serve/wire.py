@@ -6,6 +6,10 @@ that the OpenAI API has but persea does not support are refused rather than sile
 (`extra="forbid"` is too strict for real clients, which send vendor fields; instead the few
 fields with a meaning we cannot honour are listed and checked in `refuse_unsupported`).
 
+Numbers and flags are strict, as OpenAI's are: `n: "2"`, `best_of: false` or
+`stream: "true"` is a 400 naming the field, never coerced. An integer is still a valid
+float (`temperature: 1`), as it is for OpenAI.
+
 Responses are plain Pydantic models too; the streaming chunk is a separate type because its
 `choices[].delta` differs from a full message.
 """
@@ -15,7 +19,8 @@ from __future__ import annotations
 import time
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, \
+    field_validator
 
 # Bounds a client can ask for. The model's own context length bounds max_tokens further.
 MAX_N = 8
@@ -28,22 +33,22 @@ SEED_RANGE = 2**63
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     model: str = Field(min_length=1, max_length=256)
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_CAP)
-    n: int = Field(default=1, ge=1, le=MAX_N)
+    max_tokens: StrictInt | None = Field(default=None, ge=1, le=MAX_TOKENS_CAP)
+    n: StrictInt = Field(default=1, ge=1, le=MAX_N)
     stop: str | list[str] | None = None
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    seed: int | None = Field(default=None, ge=-SEED_RANGE, lt=SEED_RANGE)
-    stream: bool = False
+    temperature: StrictFloat | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: StrictFloat | None = Field(default=None, gt=0.0, le=1.0)
+    seed: StrictInt | None = Field(default=None, ge=-SEED_RANGE, lt=SEED_RANGE)
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, StrictFloat] | None = None
     user: str | None = Field(default=None, max_length=256)
 
     @field_validator("stop")
@@ -88,9 +93,9 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_CAP)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1, le=MAX_TOKENS_CAP)
+    logprobs: StrictBool = False
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -101,10 +106,10 @@ class ChatCompletionRequest(_Request):
 
 class CompletionRequest(_Request):
     prompt: str | list[str] = Field(min_length=1)
-    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
-    echo: bool = False
+    logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: StrictBool = False
     suffix: str | None = None
-    best_of: int | None = None
+    best_of: StrictInt | None = None
 
     @field_validator("prompt")
     @classmethod

@@ -12,6 +12,12 @@ requests share its batch (up to float rounding of padding), and `n` choices are 
 seeds derived from the request's. A stopping criterion sees each new token: it streams the
 decoded text out, ends a row at its end-of-turn token, its own `max_tokens`, a stop sequence,
 or when its caller went away.
+
+One request never fails its batch neighbours. Sampling is safe for any value the wire
+accepts (a temperature too small to divide by is greedy, top-p keeps at least one token,
+NaN and infinite logits are tamed), and a row whose draw still fails ends alone with an
+error. If the batched `generate` itself raises, each request that has not yet received a
+token is run again on its own, so only the one that fails alone gets the error (a 502).
 """
 
 from __future__ import annotations
@@ -27,13 +33,17 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, \
     StoppingCriteriaList
 
-from persea.errors import PerseaError
+from persea.errors import Kind, PerseaError
 from persea.models.builtin import builtin_models
 from persea.models.sources import load_hf_dir
 from persea.serve.backends.base import BackendError, Piece, Prepared, Prompt, Reported, \
     Result, Sampling, TokenLogprob, collect
 
 log = logging.getLogger("persea.serve")
+
+# Temperatures below this are greedy: dividing float32 logits by them overflows, and the
+# distribution they ask for is the argmax anyway.
+GREEDY_BELOW = 1e-5
 
 _END = object()  # sentinel on a job's queue: no more pieces
 
@@ -46,13 +56,14 @@ class _Row:
         self.index = index
         self.s = sampling
         self.gen = None
-        if sampling.temperature > 0:
+        if sampling.temperature >= GREEDY_BELOW:
             self.gen = torch.Generator()
             seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
             self.gen.manual_seed((seed + 1_000_003 * index) % 2**63)
         self.tokens: list[int] = []
         self.sent = 0  # characters of the decoded text already streamed
         self.done = False
+        self.failed = False  # its draw raised: the row ended early, its request fails
         self.pending: TokenLogprob | None = None
 
 
@@ -67,9 +78,38 @@ class _Job:
         self.rows = [_Row(self, i, sampling) for i in range(sampling.n)]
         self.cancelled = False
         self.open_rows = sampling.n
+        self.delivered = False  # a piece went out: the job can no longer be run again
 
     def put(self, item) -> None:
+        if isinstance(item, Piece):
+            self.delivered = True
         self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+    def restart(self) -> None:
+        """Fresh rows (same seeds) for running the job again on its own."""
+        self.rows = [_Row(self, i, self.sampling) for i in range(self.sampling.n)]
+        self.open_rows = self.sampling.n
+
+
+def draw(logits: torch.Tensor, s: Sampling, gen: torch.Generator | None) -> int:
+    """One row's next token: greedy below `GREEDY_BELOW`, else temperature and top-p
+    sampling. Safe for every temperature in [0, 2] and top-p in (0, 1]; raises only when
+    the logits hold no finite value at all (a broken model)."""
+    logits = torch.nan_to_num(logits, nan=float("-inf"), neginf=float("-inf"),
+                              posinf=torch.finfo(logits.dtype).max)
+    if not torch.isfinite(logits).any():
+        raise ValueError("the model gave no finite logit")
+    if s.temperature < GREEDY_BELOW or gen is None:
+        return int(logits.argmax())
+    probs = ((logits - logits.max()) / s.temperature).softmax(-1)  # <= 0 before exp: no inf
+    if s.top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < s.top_p
+        keep[0] = True  # a top-p below the first token's float32 precision keeps that token
+        filtered = torch.zeros_like(probs)
+        filtered[order[keep]] = probs[order[keep]]
+        probs = filtered
+    return int(torch.multinomial(probs, 1, generator=gen))
 
 
 class _Sampler(LogitsProcessor):
@@ -86,19 +126,15 @@ class _Sampler(LogitsProcessor):
                 out[b, 0] = 0.0
                 continue
             logits = scores[b]
-            if row.s.temperature <= 0:
-                token = int(logits.argmax())
-            else:
-                probs = (logits / row.s.temperature).softmax(-1)
-                if row.s.top_p < 1.0:
-                    sorted_p, order = probs.sort(descending=True)
-                    keep = sorted_p.cumsum(-1) - sorted_p < row.s.top_p
-                    filtered = torch.zeros_like(probs)
-                    filtered[order[keep]] = probs[order[keep]]
-                    probs = filtered
-                token = int(torch.multinomial(probs, 1, generator=row.gen))
+            try:
+                token = draw(logits, row.s, row.gen)
+            except Exception as err:  # noqa: BLE001 - this row fails, its neighbours go on
+                log.error("sampling a row failed: %s", type(err).__name__)
+                row.failed = row.done = True
+                out[b, 0] = 0.0
+                continue
             if row.s.top_logprobs is not None:
-                logp = logits.log_softmax(-1)
+                logp = torch.nan_to_num(logits, nan=float("-inf")).log_softmax(-1)
                 top = []
                 if row.s.top_logprobs:
                     vals, idx = logp.topk(min(row.s.top_logprobs, logp.shape[-1]))
@@ -222,7 +258,23 @@ class BuiltinBackend:
                 await asyncio.to_thread(self._generate, batch)
 
     def _generate(self, batch: list[_Job]) -> None:
-        """One `generate` for every row of every job (in a worker thread)."""
+        """One `generate` for every row of every job (in a worker thread). When it raises
+        for a batch of several jobs, each job that has received nothing yet runs again on
+        its own, so only a job that fails alone is told so."""
+        if self._generate_once(batch):
+            return
+        if len(batch) == 1:
+            self._fail(batch[0])
+            return
+        for j in batch:
+            if j.delivered or j.cancelled:
+                self._fail(j)  # half answered: cannot be run again without repeating text
+            else:
+                j.restart()
+                self._generate([j])
+
+    def _generate_once(self, batch: list[_Job]) -> bool:
+        """False when `generate` raised (nothing has been told to the jobs then)."""
         rows = [r for j in batch for r in j.rows]
         seqs = [j.ids for j in batch for _ in j.rows]
         self.generate_calls += 1
@@ -236,15 +288,23 @@ class BuiltinBackend:
                     input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new,
                     do_sample=False, logits_processor=LogitsProcessorList([_Sampler(rows)]),
                     stopping_criteria=StoppingCriteriaList([_Stopper(rows, self)]))
-        except Exception as err:  # noqa: BLE001 - reported to each caller, logged by type
-            log.error("built-in model %s failed: %s", self.name, type(err).__name__)
-            for j in batch:
-                j.put(BackendError(f"model {self.name} failed to generate", Kind.INTERNAL))
-        for row in rows:  # rows the model ended without our say (it should not happen)
-            if not row.done:
-                self._finish(row, "length")
+        except Exception as err:  # noqa: BLE001 - logged by type: its text may hold a prompt
+            log.error("built-in model %s failed on a batch of %d request(s): %s", self.name,
+                      len(batch), type(err).__name__)
+            return False
         for j in batch:
+            if any(r.failed for r in j.rows):
+                self._fail(j)
+                continue
+            for row in j.rows:  # rows the model ended without our say (it should not happen)
+                if not row.done:
+                    self._finish(row, "length")
             j.put(_END)
+        return True
+
+    def _fail(self, job: _Job) -> None:
+        job.put(BackendError(f"model {self.name} failed to generate", Kind.UPSTREAM_FAILED))
+        job.put(_END)
 
     # -- per token, in the worker thread ---------------------------------------------
     def _decode(self, ids: list[int]) -> str:

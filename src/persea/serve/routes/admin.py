@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from persea.errors import PerseaError
 from persea.serve.errors import ApiError, validation_error
-from persea.accounts.money import Price, money_json, month_of, parse_amount, parse_month
+from persea.accounts.admin import MAX_PER_MINUTE
+from persea.accounts.money import MONEY_PLACES, PRICE_PLACES, Price, money_json, month_of, \
+    parse_amount, parse_month
 
 router = APIRouter(prefix="/admin")
 
@@ -33,8 +35,8 @@ class PlanIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     prices: dict[str, PriceIn]
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
     monthly_budget: str | None = None
     allow_logprobs: bool = False
     max_top_logprobs: int = Field(default=0, ge=0, le=20)
@@ -89,11 +91,11 @@ async def _call(request: Request, fn, *args, **kwargs):
                        ) from None
 
 
-def _money(text: str | None, what: str) -> Decimal | None:
+def _money(text: str | None, what: str, places: int = MONEY_PLACES) -> Decimal | None:
     if text is None:
         return None
     try:
-        return parse_amount(text, what)
+        return parse_amount(text, what, places)
     except ValueError as err:
         raise ApiError(400, str(err), param=what) from None
 
@@ -124,15 +126,12 @@ def _key_json(info) -> dict:
 @router.post("/plans", status_code=201)
 async def create_plan(request: Request):
     body = await _body(request, PlanIn)
-    try:
-        prices = {m: Price(parse_amount(p.input_per_mtok, f"prices.{m}.input_per_mtok", 6),
-                           parse_amount(p.output_per_mtok, f"prices.{m}.output_per_mtok", 6))
-                  for m, p in body.prices.items()}
-    except ValueError as err:
-        raise ApiError(400, str(err), param="prices") from None
+    prices = {m: Price(_money(p.input_per_mtok, f"prices.{m}.input_per_mtok", PRICE_PLACES),
+                       _money(p.output_per_mtok, f"prices.{m}.output_per_mtok", PRICE_PLACES))
+              for m, p in body.prices.items()}
     admin = request.app.state.gateway.accounts.admin
-    terms = await _call(request, admin.create_plan, body.name, prices, rpm=body.rpm,
-                        tpm=body.tpm, monthly_budget=_money(body.monthly_budget, "monthly_budget"),
+    terms = await _call(request, admin.create_plan, body.name, prices, rpm=body.rpm, tpm=body.tpm,
+                        monthly_budget=_money(body.monthly_budget, "monthly_budget"),
                         allow_logprobs=body.allow_logprobs,
                         max_top_logprobs=body.max_top_logprobs, actor="admin-api")
     return JSONResponse(_plan_json(terms), status_code=201)
