@@ -165,11 +165,16 @@ class OnPolicySpec(_Strict):
     student's own sampled answers, graded token by token by the teachers."""
 
     lmbda: float = Field(0.0, ge=0, le=1)  # share of on-policy steps; 0: off
+    start: float = Field(0.0, ge=0, lt=1)  # no on-policy step before this share of the run
     divergence: Literal["forward", "reverse", "jsd"] = "reverse"
     beta: float = Field(0.5, gt=0, lt=1)  # for jsd
     temperature: float = Field(1.0, ge=0)  # the student's sampling temperature; 0: greedy
     max_new_tokens: int = Field(24, ge=1, le=4096)
     top_k: int = Field(32, ge=1, le=256)  # teacher candidates kept per position
+    # the target at a student position: the teacher's top-k carried onto student ids, or
+    # the teacher's probability of the very token the student sampled (exact across
+    # tokenizers: the product over the teacher tokens covering its text)
+    target: Literal["topk", "sampled"] = "topk"
     # several teachers per position: the most confident (select), a dev-weighted average,
     # or only the best teacher on the prompt's skill by dev accuracy (best: cheapest)
     combine: Literal["select", "average", "best"] = "select"

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from persea.distill.onpolicy import aligned_signal, is_on_policy_step, make_scorers
+from persea.distill.onpolicy import aligned_signal, is_on_policy_step, make_scorers, \
+    sampled_signal
 from persea.distill.run import run_distill
 from persea.models.protocol import Trace
 from persea.project import load_project
@@ -39,6 +40,7 @@ def test_on_policy_steps_are_a_seeded_share():
     assert 0.25 < np.mean(picks) < 0.35
     assert not any(is_on_policy_step(s, 0.0, 4) for s in range(50))
     assert all(is_on_policy_step(s, 1.0, 4) for s in range(50))
+    assert [is_on_policy_step(s, 1.0, 4, first=3) for s in range(5)] == [False] * 3 + [True] * 2
 
 
 def test_teachers_without_a_tokenizer_are_named_not_scored(tiny_model_dir):
@@ -89,3 +91,19 @@ def test_on_policy_run_mixes_steps_and_resumes_to_the_same_weights(project_copy,
     assert again.summary["resumed_from"] == 8
     assert sha256_file(again.student_dir / "model.safetensors") == \
         sha256_file(result.student_dir / "model.safetensors")
+
+
+def test_sampled_signal_is_the_teachers_probability_of_the_students_token_text():
+    # text "abcd": teacher tokens "a" "bc" "d" + end; student tokens "ab" "cd" + end and "a"
+    trace = Trace(text="abcd", token_ids=[1, 2, 3, 9], spans=[(0, 1), (1, 3), (3, 4), (4, 4)],
+                  logprobs=[np.log(0.9), np.log(0.5), np.log(0.8), np.log(0.7)])
+    sig = sampled_signal("t", trace, [(0, 1), (1, 3), (3, 4), (4, 4)], [11, 12, 13, 0])
+    assert sig.pos.tolist() == [0, 1, 2, 3]
+    assert np.exp(sig.logp[:, 0]) == pytest.approx([0.9, 0.5, 0.8, 0.7], rel=1e-5)
+    assert sig.ids[:, 0].tolist() == [11, 12, 13, 0]
+    assert sig.tail == pytest.approx([0.1, 0.5, 0.2, 0.3], abs=1e-6)
+    # "ab" ends inside the teacher's "bc": no target there; "abcd" is a whole chain
+    sig = sampled_signal("t", trace, [(0, 2), (2, 4), (4, 4)], [21, 22, 0])
+    assert sig.pos.tolist() == [2]
+    sig = sampled_signal("t", trace, [(0, 4)], [30])
+    assert np.exp(sig.logp[0, 0]) == pytest.approx(0.9 * 0.5 * 0.8, rel=1e-5)

@@ -19,12 +19,19 @@ the same recipe that Thinking Machines describe as on-policy distillation):
 
        L = mean_n KL(q_n || p_n) = mean_n sum_c q_n(c) (log q_n(c) - log p_n(c))
 
-   with q the student and p the teacher at position n.
+   with q the student and p the teacher at position n. With `target: sampled` the two
+   outcomes are instead "the token the student wrote" and "anything else", the teacher's
+   probability of that token's text being the product over the teacher tokens that cover
+   it exactly (`sampled_signal`): a comparison that needs no shared vocabulary at all,
+   where `topk` can only carry candidates whose text is a whole student token.
 
 The skill's checker, where the prompt has one, weights the student's samples: an answer the
 checker accepts counts `accepted_weight` (the teacher has little to correct there), one it
 rejects counts 1. `lmbda` of the steps are on-policy, chosen by a seeded draw per step, the
-rest train on the cached harvest as before, so a resumed run repeats the same steps.
+rest train on the cached harvest as before, so a resumed run repeats the same steps. No
+step before `start` (a fraction of the run) is on-policy: sampling from an untrained
+student grades noise, and the published recipes start from a student that has had
+supervised training.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import numpy as np
 import torch
 
 from persea.align import aligned_starts, carry_topk, token_bytes, vocab_map
+from persea.align.spans import boundaries
 from persea.distill import combine as combining
 from persea.distill.batch import Batch, collate
 from persea.distill.data import Example
@@ -59,9 +67,10 @@ class Scorer:
     end_text: str | None
 
 
-def is_on_policy_step(step: int, lmbda: float, seed: int) -> bool:
-    """Whether step `step` is on-policy: a seeded draw, so every run agrees."""
-    if lmbda <= 0:
+def is_on_policy_step(step: int, lmbda: float, seed: int, first: int = 0) -> bool:
+    """Whether step `step` is on-policy: never before step `first`, then a seeded draw, so
+    every run agrees."""
+    if lmbda <= 0 or step < first:
         return False
     if lmbda >= 1:
         return True
@@ -106,6 +115,43 @@ def aligned_signal(name: str, trace, student_spans: list[tuple[int, int]],
     conf = np.exp(np.asarray(trace.logprobs, np.float64)[ti]).astype(np.float32)
     return combining.Signal(name, sj, ids, logp, np.clip(tail, 0.0, 1.0).astype(np.float32),
                             conf)
+
+
+def sampled_signal(name: str, trace, student_spans: list[tuple[int, int]],
+                   student_ids: list[int]) -> combining.Signal:
+    """The teacher's probability of each token the student wrote, as a two-outcome target
+    ("this token" or anything else) at that position.
+
+    A student token covering text `[a, b)` that starts and ends on the teacher's token
+    boundaries is a chain of whole teacher tokens, so the teacher's probability of that
+    text is the product of theirs: `log p_T = sum of their log-probabilities`, exact
+    whatever the two vocabularies (an end-of-turn token matches the teacher's). Tokens whose
+    ends fall inside a teacher token get no target."""
+    tb = boundaries(trace.spans)
+    lp = np.asarray(trace.logprobs, np.float64)
+    pos, logp = [], []
+    for j, (a, b) in enumerate(student_spans):
+        first, last = tb.get(a), tb.get(b) if b > a else None
+        if first is None or first >= len(trace.spans):
+            continue
+        if b == a:  # an end-of-turn token: the teacher's own must sit at the same place
+            if trace.spans[first] != (a, a):
+                continue
+            value = lp[first]
+        elif last is None or last <= first:
+            continue
+        else:
+            value = lp[first:last].sum()
+        pos.append(j)
+        logp.append(value)
+    n = len(pos)
+    logp_arr = np.asarray(logp, np.float64).reshape(n, 1)
+    p = np.exp(logp_arr[:, 0])
+    return combining.Signal(
+        name, np.asarray(pos, np.int64),
+        np.asarray([student_ids[j] for j in pos], np.int64).reshape(n, 1),
+        logp_arr.astype(np.float32), np.clip(1.0 - p, 0.0, 1.0).astype(np.float32),
+        p.astype(np.float32))
 
 
 class OnPolicy:
@@ -209,8 +255,12 @@ class OnPolicy:
             traces = scorer.model.score([recs[r].prompt for r in rows], conts,
                                         top_k=self.spec.top_k)
             for r, trace in zip(rows, traces):
-                signals[r].append(aligned_signal(scorer.name, trace, encs[r][1],
-                                                 scorer.mapping))
+                if self.spec.target == "sampled":
+                    signals[r].append(sampled_signal(scorer.name, trace, encs[r][1],
+                                                     encs[r][0]))
+                else:
+                    signals[r].append(aligned_signal(scorer.name, trace, encs[r][1],
+                                                     scorer.mapping))
         examples, weights = [], []
         accepted = 0
         positions = 0

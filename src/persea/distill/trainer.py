@@ -122,8 +122,8 @@ def train(model, examples, weights: np.ndarray, spec, run_dir: Path, pad_id: int
     for step in range(start, spec.steps):
         sums: dict[str, float] = {}
         step_tokens = 0
-        on = on_policy is not None and is_on_policy_step(step, spec.on_policy.lmbda,
-                                                         spec.seed)
+        on = on_policy is not None and is_on_policy_step(
+            step, spec.on_policy.lmbda, spec.seed, int(spec.on_policy.start * spec.steps))
         for micro in range(spec.grad_accum):
             if on:
                 batch, _ = on_policy.batch(acc.unwrap_model(model),
