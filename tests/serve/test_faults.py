@@ -13,6 +13,7 @@ import torch
 
 from persea.serve.backends.base import BackendError, Prompt, Sampling
 from persea.serve.backends.builtin import BuiltinBackend, draw
+from persea.serve.errors import KINDS
 from tests.serve.gateway_env import env, toy_model  # noqa: F401 - fixtures
 
 CHAT = [{"role": "user", "content": "What is 12 plus 30?"}]
@@ -139,7 +140,7 @@ def test_batch_fault_is_retried_one_by_one(toy_model, monkeypatch):
     seen = _poison_generate(monkeypatch, toy_model.model)
     results = _run_together(backend, [1, 2, POISON_SEED, 3])
     assert seen == [4, 1]  # in the batch of four, then alone
-    assert isinstance(results[2], BackendError) and results[2].status == 502
+    assert isinstance(results[2], BackendError) and KINDS[results[2].kind][0] == 502
     for r in results[:2] + results[3:]:
         assert not isinstance(r, BaseException) and r.completion_tokens > 0
     assert list(backend.recent_batches) == [4, 1, 1, 1, 1]
@@ -156,7 +157,7 @@ def test_a_row_whose_draw_fails_ends_alone_without_a_retry(toy_model, monkeypatc
     monkeypatch.setattr("persea.serve.backends.builtin.draw", flaky)
     backend = BuiltinBackend("t", toy_model, batch_window_ms=1000, torch_threads=1)
     results = _run_together(backend, [1, POISON_SEED, 2])
-    assert isinstance(results[1], BackendError) and results[1].status == 502
+    assert isinstance(results[1], BackendError) and KINDS[results[1].kind][0] == 502
     assert all(r.completion_tokens > 0 for r in (results[0], results[2]))
     assert backend.generate_calls == 1
 

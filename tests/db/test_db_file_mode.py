@@ -32,9 +32,9 @@ def test_the_db_layer_creates_a_private_database(tmp_path, open_umask):
     upgrade(url)
     accounts = Accounts(url)
     try:
-        accounts.create_plan("p", {})
-        accounts.create_org("acme", "p")
-        accounts.create_key("acme")
+        accounts.admin.create_plan("p", {})
+        accounts.admin.create_org("acme", "p")
+        accounts.admin.create_key("acme")
         modes = _modes(tmp_path)
     finally:
         accounts.close()
