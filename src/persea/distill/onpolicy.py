@@ -47,6 +47,7 @@ from persea.distill import combine as combining
 from persea.distill.batch import Batch, collate
 from persea.distill.data import Example
 from persea.errors import PerseaError
+from persea.models.hf import left_pad
 
 
 @dataclass
@@ -188,14 +189,9 @@ class OnPolicy:
     @torch.no_grad()
     def sample(self, model, indices: np.ndarray, step: int, seed: int) -> list[tuple[str, bool]]:
         """The student's answers (text, stopped at its end-of-turn) to the prompts."""
-        seqs = [self._prompt_ids_of(int(i)) for i in indices]
-        width = max(len(s) for s in seqs)
         pad = self.tok.pad_token_id
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[r, width - len(s):] = 1
+        ids, mask = left_pad([self._prompt_ids_of(int(i)) for i in indices], pad)
+        width = ids.shape[1]
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()

@@ -14,6 +14,18 @@ from persea.models.protocol import Trace
 SCORE_BATCH = 16  # sequences per forward pass when scoring
 
 
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists as one left-padded batch and its attention mask, as batched generation
+    wants them (every row's last real token in the last column)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s):] = 1
+    return ids, mask
+
+
 class HFModel:
     """Wraps a loaded `PreTrainedModel` and its fast tokenizer.
 
@@ -81,13 +93,7 @@ class HFModel:
         return list(enc["input_ids"]), [tuple(s) for s in enc["offset_mapping"]]
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
+        ids, mask = left_pad(seqs, self.tokenizer.pad_token_id)
         return ids.to(self.device), mask.to(self.device)
 
     def _right_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
