@@ -271,26 +271,35 @@ def _quiet_libraries() -> None:
     transformers.logging.set_verbosity_error()
 
 
+INTERRUPTED = "interrupted; run the same command again to resume"
+
+
 def main() -> None:
-    """Entry point: every `PerseaError` becomes one red line and exit status 2."""
-    _quiet_libraries()
+    """Entry point: every `PerseaError` becomes one red line and exit status 2; Ctrl-C
+    becomes one line and exit status 130."""
     try:
-        app(standalone_mode=False)
+        _quiet_libraries()
+        # Without standalone mode, Typer turns Ctrl-C into Exit(130) and returns its code
+        # (as it does for an explicit typer.Exit); no command returns anything else.
+        code = app(standalone_mode=False)
     except PerseaError as err:
         console.print(f"[red]error:[/red] {err.message}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except typer.Exit as e:
-        sys.exit(e.exit_code)
+        code = e.exit_code
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]; run the same command again to resume")
-        sys.exit(130)
+        code = 130
     except Exception as err:  # click usage errors arrive here in non-standalone mode
         if isinstance(err, click.exceptions.ClickException):
             console.print(f"[red]error:[/red] {err.format_message()}", highlight=False)
             sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
+        if isinstance(err, (click.exceptions.Abort, typer.Abort)):
             sys.exit(1)
         raise
+    if code == 130:
+        console.print(f"[yellow]{INTERRUPTED}[/yellow]", highlight=False, soft_wrap=True)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
