@@ -177,3 +177,14 @@ def test_a_cut_checkpoint_write_is_ignored_and_removed(project_copy, tmp_path, h
     for key in a:
         np.testing.assert_allclose(a[key].float().numpy(), b[key].float().numpy(),
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_a_stray_shard_is_a_warning_not_training_data(project_copy):
+    import shutil
+
+    cache = project_copy / "cache" / "harvest"
+    shutil.copy(cache / "alpha" / "shard-00000.parquet", cache / "alpha" / "shard-00009.parquet")
+    result = run_distill(load_project(project_copy))
+    assert "shard-00009.parquet is not listed in the harvest's manifest.json; ignored" in \
+        result.warnings[0]
+    assert result.examples == 36

@@ -33,7 +33,8 @@ class DistillResult:
     summary: dict
     params: int
     transfer: list[TeacherTransfer] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # teachers that contribute nothing
+    # stray cache files left out; teachers that contribute nothing
+    warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. a plain chat template was used
 
 
@@ -163,7 +164,7 @@ def _run(project, progress) -> DistillResult:
     model, notes = None, []
     if st.source is not None:  # checked before anything is written to the run directory
         model, tokenizer, notes = load_pretrained_student(st, project.resolve)
-        check_encodes(tokenizer, harvest_corpus(harvest.path), WHERE,
+        check_encodes(tokenizer, harvest_corpus(harvest), WHERE,
                       "start from a base model with a byte-level tokenizer, or use a shape "
                       "(vocab_size, hidden_size, ...) to train one on the harvest text")
     from accelerate import PartialState
@@ -181,7 +182,7 @@ def _run(project, progress) -> DistillResult:
                 json.dumps({**record, "transfer": "transfer.json"}, indent=2, sort_keys=True)
                 + "\n", encoding="utf-8")
             if model is None and not tok_dir.is_dir():
-                tokenizer = train_student_tokenizer(harvest_corpus(harvest.path),
+                tokenizer = train_student_tokenizer(harvest_corpus(harvest),
                                                     st.vocab_size, st.tokenizer,
                                                     st.chat_format, st.min_word_count)
                 tmp = tok_dir.with_name("tokenizer.tmp")
@@ -230,7 +231,8 @@ def _run(project, progress) -> DistillResult:
         summary.pop("model")
     return DistillResult(run_dir, student_dir, len(examples), int((weights > 0).sum()),
                          summary, sum(p.numel() for p in model.parameters()), transfer,
-                         warnings, notes)
+                         [f"{p} is not listed in the harvest's manifest.json; ignored "
+                          "(remove it)" for p in harvest.strays] + warnings, notes)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -19,6 +19,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TextColumn, TimeRemainingColumn)
 from rich.text import Text
 
+from persea.cache import check
 from persea.cache import format as fmt
 from persea.cache import quant, writer
 from persea.cache.reader import read_shard, shard_stats
@@ -165,6 +166,38 @@ def _prepare_teacher(tdir: Path, spec, model, scoring: bool = False) -> None:
     writer.write_text_atomic(tdir / fmt.TEACHER, _dump(info))
 
 
+def _drop_damaged(out: Path, specs, rows: list[int]) -> list[str]:
+    """Remove the shards that are not what the cache recorded, so that this run writes them
+    again, and say which (persea.cache.check): once manifest.json exists, a shard must
+    match its SHA-256 there; before, its footer must read and hold the planned rows. Shard
+    files outside the plan are reported and left alone."""
+    lines = []
+    folders = [out / t.name for t in specs] + [fmt.score_dir(out, s, a)
+                                                for s, a in cross.pairs(specs)]
+    planned = {f / fmt.shard_name(i): n for f in folders for i, n in enumerate(rows)}
+    manifest = out / fmt.MANIFEST
+    if manifest.is_file():
+        try:
+            listed = check.listed_shards(out, json.loads(manifest.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError):
+            raise PerseaError(f"{manifest} is unreadable; delete it and run `persea harvest` "
+                              "again (the shards are checked and kept)") from None
+        for path, sha256 in listed.items():
+            problem = check.against_manifest(path, sha256)
+            if problem and path in planned:
+                lines.append(f"{problem}; writing it again")
+                path.unlink(missing_ok=True)
+    else:
+        for path, n in planned.items():
+            problem = path.is_file() and check.against_plan(path, n)
+            if problem:
+                lines.append(f"{problem}; writing it again")
+                path.unlink(missing_ok=True)
+    lines += [f"{p} is not a shard of this harvest's plan; ignored (remove it)"
+              for p in check.strays(out, planned)]
+    return lines
+
+
 def run_harvest(job: HarvestJob, console: Console | None = None, load=None,
                 teachers: list[str] | None = None, worker: tuple[int, int] = (0, 1)
                 ) -> HarvestResult | None:
@@ -210,6 +243,10 @@ def _run(job: HarvestJob, console, load, teachers, worker) -> HarvestResult | No
     writer.write_text_atomic(out / fmt.PROMPTS, prompt_io.to_jsonl(records))
 
     n_shards = (len(records) + h.shard_size - 1) // h.shard_size
+    for line in _drop_damaged(out, job.teachers, [
+            len(records[i * h.shard_size:(i + 1) * h.shard_size]) for i in range(n_shards)]):
+        if console is not None:
+            console.print(f"[yellow]note:[/yellow] {line}", highlight=False, soft_wrap=True)
     summaries: list[TeacherSummary] = []
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                         MofNCompleteColumn(), _RateColumn(), TextColumn("ETA"),
