@@ -135,7 +135,7 @@ def _merge_stats(per_shard: list[dict], tokens: list[int]) -> dict:
 def pick_backend(spec, kind: str, paths=None):
     """The model object for a teacher: vLLM when asked for (or, with `auto`, when it is
     installed and a GPU is present) and the teacher is a local or hub checkpoint."""
-    from persea.models.sources import load_teacher
+    from persea.models.sources import load_teacher, weights_fingerprint
 
     if kind != "transformers" and (spec.path or spec.hub or spec.builtin):
         if kind == "vllm" or vllm_available():
@@ -228,7 +228,7 @@ def _run(job: HarvestJob, console, load, teachers, worker) -> HarvestResult | No
     part, parts = worker
     if not (parts >= 1 and 0 <= part < parts):
         raise PerseaError(f"--worker {part}/{parts}: expected I/N with 0 <= I < N")
-    from persea.models.sources import load_teacher
+    from persea.models.sources import load_teacher, weights_fingerprint
 
     score_load = load or (lambda spec: load_teacher(spec, job))  # scoring: transformers
     load = load or (lambda spec: pick_backend(spec, h.backend, job))
@@ -247,6 +247,14 @@ def _run(job: HarvestJob, console, load, teachers, worker) -> HarvestResult | No
             len(records[i * h.shard_size:(i + 1) * h.shard_size]) for i in range(n_shards)]):
         if console is not None:
             console.print(f"[yellow]note:[/yellow] {line}", highlight=False, soft_wrap=True)
+    for spec in job.teachers:  # a teacher with nothing left to do is checked all the same
+        record = out / spec.name / fmt.TEACHER
+        if record.exists() and (not teachers or spec.name in teachers):
+            recorded = json.loads(record.read_text(encoding="utf-8")).get("fingerprint")
+            if recorded != (weights_fingerprint(spec, job) or load(spec).fingerprint):
+                raise PerseaError(f"teacher {spec.name!r} changed since the harvest in {out} "
+                                  f"(its weights differ from those {record} records); restore "
+                                  "them, or set another `harvest.out` to harvest it afresh")
     summaries: list[TeacherSummary] = []
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                         MofNCompleteColumn(), _RateColumn(), TextColumn("ETA"),

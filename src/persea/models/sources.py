@@ -97,6 +97,24 @@ def load_gguf(name: str, path: Path, chat_template: bool = True) -> HFModel:
     return HFModel(name, model, tok, fingerprint_files([path]), chat_template)
 
 
+def weights_fingerprint(spec, paths=None) -> str | None:
+    """The fingerprint `load_teacher(spec, paths).fingerprint` gives, computed without
+    loading the model where its source allows (a directory, a GGUF file, a built-in); None
+    for a hub id, an endpoint, or a source that is not there (loading says why)."""
+    resolve = paths.resolve if paths is not None else (lambda p: Path(p).expanduser())
+    if spec.builtin is not None:
+        builtins = builtin_models()
+        return fingerprint_model_dir(builtins[spec.builtin].path) \
+            if spec.builtin in builtins else None
+    if spec.path is not None:
+        directory = resolve(spec.path)
+        return fingerprint_model_dir(directory) if directory.is_dir() else None
+    if spec.gguf is not None:
+        path = resolve(spec.gguf)
+        return fingerprint_files([path]) if path.is_file() else None
+    return None  # a hub id needs its commit; an endpoint is cheap to build
+
+
 def load_teacher(spec, paths=None):
     """Build the model for a `persea.project.TeacherSpec`; relative paths resolve with
     `paths.resolve` (a loaded project, a harvest job), else from the working directory."""
