@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -98,7 +97,7 @@ def harvest(project: Optional[Path] = ProjectOpt,
 @app.command()
 def distill(project: Optional[Path] = ProjectOpt,
             eval_per_skill: int = typer.Option(
-                50, help="Test items per skill for the closing quality table (0: skip).")):
+                50, min=0, help="Test items per skill for the closing quality table (0: skip).")):
     """Train the student from the harvest cache (resumes from its last checkpoint)."""
     from accelerate import PartialState  # heavy: torch
 
@@ -143,6 +142,12 @@ def _quality_table(proj, student_dir: Path, per_skill: int) -> None:
               f"best teacher {best[0]} {best[1]['overall']:.2f})")
 
 
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise typer.BadParameter(f"{value} is not a positive number of seconds")
+    return value
+
+
 @app.command("eval")
 def eval_(project: Optional[Path] = ProjectOpt,
           model: Optional[list[str]] = typer.Option(
@@ -153,17 +158,20 @@ def eval_(project: Optional[Path] = ProjectOpt,
               "(repeatable)."),
           served_model: Optional[str] = typer.Option(
               None, help="The model name to ask the endpoint for (default: its NAME)."),
-          timeout: float = typer.Option(30.0, help="Seconds an endpoint may take per answer."),
+          timeout: float = typer.Option(30.0, callback=_positive,
+                                        help="Seconds an endpoint may take per answer."),
           only: bool = typer.Option(False, "--only", help="Only the models named with --model "
                                     "or --endpoint, not the student and the teachers."),
           suite: Optional[list[str]] = typer.Option(
               None, "--suite", "-s", help="toyworld (default) or lmeval:TASK (repeatable)."),
           include_path: Optional[Path] = typer.Option(
               None, help="A directory of lm-eval task YAML files (and their data)."),
-          per_skill: Optional[int] = typer.Option(None, help="Toy-world items per skill "
-                                                  "(default: the project's eval.per_skill)."),
-          limit: Optional[int] = typer.Option(None, help="lm-eval: at most this many items."),
-          batch_size: Optional[int] = typer.Option(None, help="Prompts per batch."),
+          per_skill: Optional[int] = typer.Option(None, min=1, help="Toy-world items per "
+                                                  "skill (default: the project's "
+                                                  "eval.per_skill)."),
+          limit: Optional[int] = typer.Option(None, min=1,
+                                              help="lm-eval: at most this many items."),
+          batch_size: Optional[int] = typer.Option(None, min=1, help="Prompts per batch."),
           rerun: bool = typer.Option(False, help="Run again even where a complete run exists.")):
     """Evaluate the student, every teacher and any rival; each run is stored as a record."""
     records = run_eval(EvalOptions(
@@ -281,7 +289,7 @@ def main() -> None:
         _quiet_libraries()
         # Without standalone mode, Typer turns Ctrl-C into Exit(130) and returns its code
         # (as it does for an explicit typer.Exit); no command returns anything else.
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="persea")
     except PerseaError as err:
         console.print(f"[red]error:[/red] {err.message}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
@@ -289,13 +297,15 @@ def main() -> None:
         code = e.exit_code
     except KeyboardInterrupt:
         code = 130
-    except Exception as err:  # click usage errors arrive here in non-standalone mode
-        if isinstance(err, click.exceptions.ClickException):
-            console.print(f"[red]error:[/red] {err.format_message()}", highlight=False)
-            sys.exit(err.exit_code)
-        if isinstance(err, (click.exceptions.Abort, typer.Abort)):
-            sys.exit(1)
-        raise
+    except typer.TyperException as err:  # usage errors, in non-standalone mode
+        console.print(f"[red]error:[/red] {err.format_message()}", highlight=False,
+                      soft_wrap=True)
+        ctx = getattr(err, "ctx", None)
+        console.print(f"see `{ctx.command_path if ctx is not None else 'persea'} --help`",
+                      highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        sys.exit(1)
     if code == 130:
         console.print(f"[yellow]{INTERRUPTED}[/yellow]", highlight=False, soft_wrap=True)
     if isinstance(code, int) and code:
