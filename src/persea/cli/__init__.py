@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -281,6 +283,33 @@ def _quiet_libraries() -> None:
 
 INTERRUPTED = "interrupted; run the same command again to resume"
 
+# what to do about an operating-system error, by errno; the exit status says whose it is
+_OS_ADVICE = {
+    errno.ENOSPC: ("no space left on the device; free some space and run the same command "
+                   "again (it resumes where it stopped)", 1),
+    errno.EDQUOT: ("disk quota exceeded; free some space and run the same command again "
+                   "(it resumes where it stopped)", 1),
+    errno.EACCES: ("permission denied; make it writable for this user or choose another "
+                   "directory", 2),
+    errno.EPERM: ("operation not permitted; make it writable for this user or choose "
+                  "another directory", 2),
+    errno.EROFS: ("read-only file system; choose a directory on a writable one", 2),
+}
+
+
+def os_error_line(err: OSError) -> tuple[str, int]:
+    """One line for an operating-system error reaching the command line (a full disk, a
+    read-only directory): the path, the problem, what to do; and the exit status."""
+    where = f"{err.filename}: " if err.filename else ""
+    number = err.errno  # pyarrow's I/O errors carry it only in their text
+    if number is None and (m := re.search(r"errno (\d+)", str(err), re.IGNORECASE)):
+        number = int(m.group(1))
+    advice, code = _OS_ADVICE.get(number, (None, 1))
+    if advice is None:
+        problem = err.strerror or " ".join(str(err).split())
+        advice = f"{problem}; fix that and run the same command again"
+    return f"{where}{advice}", code
+
 
 def main() -> None:
     """Entry point: every `PerseaError` becomes one red line and exit status 2; Ctrl-C
@@ -306,6 +335,10 @@ def main() -> None:
         sys.exit(err.exit_code)
     except typer.Abort:
         sys.exit(1)
+    except OSError as err:  # a full disk, a read-only directory: the stage left no half-file
+        line, status = os_error_line(err)
+        console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+        sys.exit(status)
     if code == 130:
         console.print(f"[yellow]{INTERRUPTED}[/yellow]", highlight=False, soft_wrap=True)
     if isinstance(code, int) and code:

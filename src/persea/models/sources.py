@@ -20,6 +20,12 @@ from persea.models.hub import hub_endpoint, offline_by_env, reachable
 from persea.models.remote import EndpointModel
 
 
+def _one_line(err: Exception) -> str:
+    """An exception's whole message on one line (transformers' span several, and the first
+    alone stops mid-sentence)."""
+    return " ".join(str(err).split())
+
+
 def _load_transformers(location: str, **kwargs):
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -43,7 +49,7 @@ def load_hf_dir(name: str, directory: Path, chat_template: bool = True) -> HFMod
         model, tok = _load_transformers(str(directory), local_files_only=True)
     except (OSError, ValueError, KeyError, SafetensorError) as err:  # damaged weights too
         raise PerseaError(f"{where}: cannot load model from {directory}: "
-                          f"{str(err).splitlines()[0]}") from None
+                          f"{_one_line(err)}") from None
     return HFModel(name, model, tok, fingerprint_model_dir(directory), chat_template)
 
 
@@ -69,7 +75,7 @@ def load_hub(name: str, repo_id: str, revision: str | None = None,
             model, tok = _load_transformers(repo_id, revision=revision)
         except (OSError, ValueError) as err:
             raise PerseaError(f"{where}: cannot load hub id {repo_id!r}: "
-                              f"{str(err).splitlines()[0]}") from None
+                              f"{_one_line(err)}") from None
     fp = fingerprint_text("hub", repo_id, str(getattr(model.config, "_commit_hash", revision)))
     return HFModel(name, model, tok, fp, chat_template)
 
@@ -85,7 +91,7 @@ def load_gguf(name: str, path: Path, chat_template: bool = True) -> HFModel:
             return _load_transformers(str(path.parent), gguf_file=path.name)
         except Exception as err:  # transformers raises many kinds on unsupported GGUF content
             raise PerseaError(f"{where}: transformers cannot load GGUF {path}: "
-                              f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+                              f"{type(err).__name__}: {_one_line(err)}") from None
 
     try:
         directory = converted_dir(path, from_gguf)
