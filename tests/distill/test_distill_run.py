@@ -188,3 +188,15 @@ def test_a_stray_shard_is_a_warning_not_training_data(project_copy):
     assert "shard-00009.parquet is not listed in the harvest's manifest.json; ignored" in \
         result.warnings[0]
     assert result.examples == 36
+
+
+def test_a_second_distill_on_a_run_directory_is_refused(project_copy):
+    from persea.locks import stage_lock
+
+    run_dir = project_copy / "runs" / "student"
+    with stage_lock(run_dir, "persea distill"):  # as another `persea distill` would
+        with pytest.raises(PerseaError, match=r"runs/student is in use by another `persea "
+                           r"distill` \(pid \d+ on "):
+            run_distill(load_project(project_copy))
+    assert (run_dir / ".persea.lock").read_bytes() == b""
+    assert sorted(p.name for p in run_dir.iterdir()) == [".persea.lock"]  # nothing else

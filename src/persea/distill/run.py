@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from persea.distill.curves import plot_losses
 from persea.distill.transfer import TeacherTransfer, nothing_warning, transfer_stats
 from persea.distill.weighting import drop_reasons, example_weights
 from persea.errors import PerseaError
+from persea.locks import stage_lock
 from persea.models.threads import fixed_threads
 from persea.skills import get_world, skill_accuracy
 
@@ -141,11 +143,11 @@ def run_distill(project, progress=None) -> DistillResult:
     """Distil the student of `project`. The torch work runs at `distill.threads` intra-op
     threads (recorded in run.json with the rest of the settings), so the weights do not
     depend on the caller's thread setting, which is restored afterwards."""
-    with fixed_threads(project.spec.distill.threads):
-        return _run(project, progress)
+    with fixed_threads(project.spec.distill.threads), ExitStack() as held:
+        return _run(project, progress, held)
 
 
-def _run(project, progress) -> DistillResult:
+def _run(project, progress, held: ExitStack) -> DistillResult:
     from persea.distill.data import build_examples
     from persea.distill.student import (WHERE, build_student_model, check_encodes,
                                         harvest_corpus, load_pretrained_student,
@@ -170,6 +172,8 @@ def _run(project, progress) -> DistillResult:
     from accelerate import PartialState
 
     state = PartialState()  # under `accelerate launch`, the main process prepares the run
+    if state.is_main_process:  # one `persea distill` per run directory
+        held.enter_context(stage_lock(run_dir, "persea distill"))
     tok_dir = run_dir / "tokenizer"
     policies = list(spec.weighting)
     needs_dev = (spec.on_policy.lmbda > 0 and spec.on_policy.combine != "select") or \

@@ -10,6 +10,7 @@ written into: the command stops and says what differs.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,6 +27,7 @@ from persea.cache.reader import read_shard, shard_stats
 from persea.errors import PerseaError
 from persea.harvest import cross
 from persea.harvest import prompts as prompt_io
+from persea.locks import stage_lock
 from persea.models.fingerprint import sha256_file
 from persea.models.threads import fixed_threads
 from persea.models.vllm_backend import load_vllm, vllm_available
@@ -214,11 +216,12 @@ def run_harvest(job: HarvestJob, console: Console | None = None, load=None,
     The torch work runs at `harvest.threads` intra-op threads (recorded in plan.json), so
     the shards do not depend on the caller's thread setting, which is restored afterwards.
     """
-    with fixed_threads(job.settings.threads):
-        return _run(job, console, load, teachers, worker)
+    with fixed_threads(job.settings.threads), ExitStack() as held:
+        return _run(job, console, load, teachers, worker, held)
 
 
-def _run(job: HarvestJob, console, load, teachers, worker) -> HarvestResult | None:
+def _run(job: HarvestJob, console, load, teachers, worker, held: ExitStack
+         ) -> HarvestResult | None:
     h = job.settings
     names = [t.name for t in job.teachers]
     unknown = sorted(set(teachers or []) - set(names))
@@ -236,6 +239,8 @@ def _run(job: HarvestJob, console, load, teachers, worker) -> HarvestResult | No
     records = prompt_io.load_prompts(job.prompts, job.resolve)
     plan = _plan(job, records)
     _check_same(out / fmt.PLAN, plan, "settings")
+    if parts == 1:  # workers share the cache by design: each writes whole shards only
+        held.enter_context(stage_lock(out, "persea harvest"))
     out.mkdir(parents=True, exist_ok=True)
     if parts == 1:
         writer.clean_temporaries(out)
