@@ -21,6 +21,7 @@ def test_default_eval_runs_student_and_every_teacher(project_dir, capsys, monkey
     assert runs[("student", "toyworld")].source.endswith("runs/student/student")
     assert (project_dir / "persea.db").is_file()  # mirrored into the project database
     assert "qwen3-toy" in out and "student" in out
+    assert f"records: {(project_dir / 'evals').resolve()} (one folder per run" in out
 
 
 def test_endpoint_is_evaluated_like_any_model(project_dir, stub_endpoint, capsys,

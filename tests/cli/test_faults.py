@@ -152,3 +152,24 @@ def test_distill_on_a_full_disk_is_one_line_and_resumes(harvested, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     checkpoints = project / "runs" / "student" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-0000008", "step-0000010"]
+
+
+@pytest.mark.parametrize("command", ["eval", "init", "serve"])
+def test_help_shows_no_type_placeholder_for_flags(capsys, monkeypatch, command):
+    code, out, _ = run_cli(capsys, monkeypatch, command, "--help")
+    assert code == 0 and "--help" in out
+    assert "<bool>" not in out
+
+
+def test_gguf_conversion_draws_no_progress_bar(capfd):
+    from transformers import modeling_gguf_pytorch_utils as conversion
+
+    from persea.models.sources import quiet_gguf_conversion
+
+    with quiet_gguf_conversion():
+        for _ in conversion.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors"):
+            pass
+    assert "Converting" not in capfd.readouterr().err
+    for _ in conversion.tqdm(range(3), desc="Converting", file=sys.stderr):  # restored
+        pass
+    assert "Converting" in capfd.readouterr().err

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperOption
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -191,6 +192,9 @@ def eval_(project: Optional[Path] = ProjectOpt,
         table.add_row(r.model, r.suite, str(r.n_items), f"{mean['mean']:.3f}",
                       f"{r.duration_s:.1f}", r.run_id)
     out.print(table)
+    proj = load_project(project)
+    out.print(f"records: {proj.resolve(proj.spec.eval.out)} (one folder per run: its items "
+              "and scores), also in the project database", highlight=False, soft_wrap=True)
     out.print(f"next: persea scorecard --project {project or '.'} (side by side, with "
               "confidence intervals), then persea gate", highlight=False)
 
@@ -271,6 +275,21 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
 register_admin_commands(app)
 
 
+def _no_flag_placeholders() -> None:
+    """--help shows no `<bool>` type for a flag (it takes no value; the placeholder reads as
+    if it did). Typer builds every option, --help included, as a TyperOption, and has no
+    setting for this, so its type column is wrapped once for flags."""
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "persea_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.persea_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
 def _quiet_libraries() -> None:
     """Our own progress bars only: no per-file bars from transformers or the hub."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -316,6 +335,7 @@ def main() -> None:
     becomes one line and exit status 130."""
     try:
         _quiet_libraries()
+        _no_flag_placeholders()
         # Without standalone mode, Typer turns Ctrl-C into Exit(130) and returns its code
         # (as it does for an explicit typer.Exit); no command returns anything else.
         code = app(standalone_mode=False, prog_name="persea")

@@ -6,6 +6,8 @@ damaged GGUF file) becomes a `PerseaError` naming the teacher and what was expec
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -24,6 +26,20 @@ def _one_line(err: Exception) -> str:
     """An exception's whole message on one line (transformers' span several, and the first
     alone stops mid-sentence)."""
     return " ".join(str(err).split())
+
+
+@contextmanager
+def quiet_gguf_conversion():
+    """transformers draws its GGUF conversion bar with plain tqdm, past its own
+    disable_progress_bar switch, so the bar would leak into logs: off while it runs."""
+    from transformers import modeling_gguf_pytorch_utils as conversion  # heavy: torch
+
+    bar = conversion.tqdm
+    conversion.tqdm = partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        conversion.tqdm = bar
 
 
 def _load_transformers(location: str, **kwargs):
@@ -88,7 +104,8 @@ def load_gguf(name: str, path: Path, chat_template: bool = True) -> HFModel:
 
     def from_gguf():
         try:
-            return _load_transformers(str(path.parent), gguf_file=path.name)
+            with quiet_gguf_conversion():
+                return _load_transformers(str(path.parent), gguf_file=path.name)
         except Exception as err:  # transformers raises many kinds on unsupported GGUF content
             raise PerseaError(f"{where}: transformers cannot load GGUF {path}: "
                               f"{type(err).__name__}: {_one_line(err)}") from None
