@@ -224,7 +224,7 @@ def gate(project: Optional[Path] = ProjectOpt):
     """Check the candidate against the project's release policy: each rule passed or failed
     with its numbers; exit status 1 when the gate fails (2 for bad input)."""
     if not run_gate(project, out):
-        sys.exit(1)  # not typer.Exit: click returns that code, and main() would drop it
+        sys.exit(1)
 
 
 @app.command()
