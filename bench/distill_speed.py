@@ -121,7 +121,7 @@ def main() -> int:
         run_harvest(HarvestJob.of(proj))
         harvest = open_harvest(proj.resolve(proj.spec.harvest.out))
         student = data["distill"]["student"]  # the example project's student
-        tok = train_student_tokenizer(harvest_corpus(harvest.path), student["vocab_size"])
+        tok = train_student_tokenizer(harvest_corpus(harvest), student["vocab_size"])
         examples = build_examples(harvest, tok)
         weights = example_weights(examples, ["uniform"])
         data_path = Path(tmp) / "examples.pkl"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from persea.db import resolve_url
 from persea.errors import PerseaError
@@ -57,9 +57,9 @@ class TeacherSpec(_Strict):
 
 class ToyworldPrompts(_Strict):
     split: Literal["train", "dev", "test"] = "train"
-    per_skill: int = Field(64, ge=1, le=100_000)
+    per_skill: StrictInt = Field(64, ge=1, le=100_000)
     skills: list[str] | None = None
-    seed: int = 0
+    seed: StrictInt = 0
 
 
 class PromptsSpec(_Strict):
@@ -78,17 +78,17 @@ class PromptsSpec(_Strict):
 
 class HarvestSpec(_Strict):
     out: str = "cache/harvest"
-    top_k: int = Field(32, ge=1, le=256)
-    max_new_tokens: int = Field(32, ge=1, le=4096)
-    batch_size: int = Field(32, ge=1, le=4096)
-    shard_size: int = Field(64, ge=1, le=1_000_000)
+    top_k: StrictInt = Field(32, ge=1, le=256)
+    max_new_tokens: StrictInt = Field(32, ge=1, le=4096)
+    batch_size: StrictInt = Field(32, ge=1, le=4096)
+    shard_size: StrictInt = Field(64, ge=1, le=1_000_000)
     backend: Literal["auto", "transformers", "vllm"] = "auto"
     # after generating, every white-box teacher also scores every other teacher's responses
     # (teacher forcing), so losses can combine teachers at the same position
     cross_score: bool = False
     # torch's intra-op threads while generating and scoring: CPU results depend on it, so it
     # is fixed and recorded in plan.json (docs/harvest.md, "Determinism")
-    threads: int = Field(1, ge=1, le=1024)
+    threads: StrictInt = Field(1, ge=1, le=1024)
 
 
 STUDENT_SOURCES = ("path", "hub", "gguf")
@@ -103,13 +103,13 @@ class StudentSpec(_Strict):
     source, which keeps its own tokenizer and chat template."""
 
     tokenizer: Literal["bpe", "words"] = "bpe"
-    min_word_count: int = Field(4, ge=1)  # words: how often a word must occur to be a token
+    min_word_count: StrictInt = Field(4, ge=1)  # words: how often a word must occur to be a token
     chat_format: Literal["llama", "compact"] = "llama"
-    vocab_size: int = Field(512, ge=300, le=200_000)
-    hidden_size: int = Field(128, ge=16, le=16384)
-    layers: int = Field(4, ge=1, le=128)
-    heads: int = Field(4, ge=1, le=128)
-    intermediate_size: int = Field(384, ge=16, le=65536)
+    vocab_size: StrictInt = Field(512, ge=300, le=200_000)
+    hidden_size: StrictInt = Field(128, ge=16, le=16384)
+    layers: StrictInt = Field(4, ge=1, le=128)
+    heads: StrictInt = Field(4, ge=1, le=128)
+    intermediate_size: StrictInt = Field(384, ge=16, le=65536)
     path: str | None = None  # a local Hugging Face model directory
     hub: str | None = None  # a hub id (from the local cache, or downloaded when online)
     revision: str | None = None  # with hub only
@@ -126,6 +126,10 @@ class StudentSpec(_Strict):
                 + ", ".join(sources + shape))
         if self.revision is not None and self.hub is None:
             raise ValueError("`revision:` goes with `hub:` only")
+        if not sources and self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by heads "
+                             f"{self.heads}; choose them so that each head gets "
+                             "hidden_size / heads dimensions")
         return self
 
     @property
@@ -169,8 +173,8 @@ class OnPolicySpec(_Strict):
     divergence: Literal["forward", "reverse", "jsd"] = "reverse"
     beta: float = Field(0.5, gt=0, lt=1)  # for jsd
     temperature: float = Field(1.0, ge=0)  # the student's sampling temperature; 0: greedy
-    max_new_tokens: int = Field(24, ge=1, le=4096)
-    top_k: int = Field(32, ge=1, le=256)  # teacher candidates kept per position
+    max_new_tokens: StrictInt = Field(24, ge=1, le=4096)
+    top_k: StrictInt = Field(32, ge=1, le=256)  # teacher candidates kept per position
     # the target at a student position: the teacher's top-k carried onto student ids, or
     # the teacher's probability of the very token the student sampled (exact across
     # tokenizers: the product over the teacher tokens covering its text)
@@ -180,7 +184,7 @@ class OnPolicySpec(_Strict):
     combine: Literal["select", "average", "best"] = "select"
     accepted_weight: float = Field(1.0, ge=0)  # weight of a sample the checker accepts
     # fresh prompts per skill from the prompt world (train split); None: the harvest's
-    prompts_per_skill: int | None = Field(None, ge=1, le=1_000_000)
+    prompts_per_skill: StrictInt | None = Field(None, ge=1, le=1_000_000)
 
 
 class DistillSpec(_Strict):
@@ -194,20 +198,20 @@ class DistillSpec(_Strict):
     weighting_by_skill: dict[str, list[Literal["uniform", "confidence", "verified",
                                                "best_teacher"]]] = {}
     confidence_tau: float = Field(1.0, gt=0)
-    dev_per_skill: int = Field(50, ge=1, le=10_000)  # for best_teacher: dev items per skill
+    dev_per_skill: StrictInt = Field(50, ge=1, le=10_000)  # for best_teacher: dev items per skill
     # how batches share the skills: as the kept examples do, equally, or {skill: share}
     skill_mix: Literal["examples", "equal"] | dict[str, Annotated[float, Field(ge=0)]] = "examples"
-    steps: int = Field(600, ge=1)
-    batch_size: int = Field(32, ge=1)
-    grad_accum: int = Field(1, ge=1)
+    steps: StrictInt = Field(600, ge=1)
+    batch_size: StrictInt = Field(32, ge=1)
+    grad_accum: StrictInt = Field(1, ge=1)
     lr: float = Field(3e-3, gt=0)
-    warmup: int = Field(30, ge=0)
+    warmup: StrictInt = Field(30, ge=0)
     weight_decay: float = Field(0.01, ge=0)
-    checkpoint_every: int = Field(100, ge=1)
-    seed: int = 0
+    checkpoint_every: StrictInt = Field(100, ge=1)
+    seed: StrictInt = 0
     # torch's intra-op threads per process while training: CPU results depend on it, so it
     # is fixed and recorded in run.json (docs/distill.md, "Determinism")
-    threads: int = Field(1, ge=1, le=1024)
+    threads: StrictInt = Field(1, ge=1, le=1024)
 
 
 class DatabaseSpec(_Strict):
@@ -222,11 +226,11 @@ class EvalSpec(_Strict):
 
     out: str = "evals"
     split: Literal["train", "dev", "test"] = "test"
-    per_skill: int = Field(50, ge=1, le=100_000)
+    per_skill: StrictInt = Field(50, ge=1, le=100_000)
     skills: list[str] | None = None
-    seed: int = 0
-    max_new_tokens: int = Field(32, ge=1, le=4096)
-    batch_size: int = Field(32, ge=1, le=4096)
+    seed: StrictInt = 0
+    max_new_tokens: StrictInt = Field(32, ge=1, le=4096)
+    batch_size: StrictInt = Field(32, ge=1, le=4096)
 
 
 RULE_KINDS = ("beat", "within_best_teacher", "floor")
@@ -264,13 +268,13 @@ class ReleaseSpec(_Strict):
     core_metrics: list[str] = Field(["toyworld/overall"], min_length=1)
     rules: list[ReleaseRule] = Field(min_length=1)
     confidence: float = Field(0.95, gt=0, lt=1)
-    resamples: int = Field(1000, ge=100, le=100_000)
-    seed: int = 0
+    resamples: StrictInt = Field(1000, ge=100, le=100_000)
+    seed: StrictInt = 0
 
 
 class Project(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    seed: int = 0
+    seed: StrictInt = 0
     teachers: list[TeacherSpec] = Field(min_length=1)
     prompts: PromptsSpec = PromptsSpec(toyworld=ToyworldPrompts())
     harvest: HarvestSpec = HarvestSpec()
@@ -353,6 +357,9 @@ def load_project(path: str | Path | None = None) -> LoadedProject:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or "invalid YAML"
         raise PerseaError(f"{file}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as err:
+        raise PerseaError(f"{file}: not UTF-8 text (byte {err.object[err.start]:#04x} at "
+                          f"offset {err.start}); save it as UTF-8") from None
     return LoadedProject(parse_project(data, str(file)), file.parent.resolve(), file)
 
 

@@ -21,6 +21,7 @@ def test_default_eval_runs_student_and_every_teacher(project_dir, capsys, monkey
     assert runs[("student", "toyworld")].source.endswith("runs/student/student")
     assert (project_dir / "persea.db").is_file()  # mirrored into the project database
     assert "qwen3-toy" in out and "student" in out
+    assert f"records: {(project_dir / 'evals').resolve()} (one folder per run" in out
 
 
 def test_endpoint_is_evaluated_like_any_model(project_dir, stub_endpoint, capsys,
@@ -60,3 +61,18 @@ def test_bad_input_is_one_red_line_naming_it(project_dir, capsys, monkeypatch, a
     lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and named in lines[0], err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--per-skill", "-1"], "--per-skill"), (["--per-skill", "0"], "--per-skill"),
+    (["--timeout", "0"], "--timeout"), (["--timeout", "-5"], "--timeout"),
+    (["--limit", "0"], "--limit"), (["--batch-size", "0"], "--batch-size"),
+])
+def test_non_positive_counts_are_refused_at_the_flag(project_dir, capsys, monkeypatch, args,
+                                                     named):
+    code, _, err = run_cli(capsys, monkeypatch, "eval", "--project", str(project_dir), *args)
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and named in lines[0], err
+    assert "Traceback" not in err
+    assert RunStore(project_dir / "evals").runs() == []

@@ -218,7 +218,7 @@ def test_examples_combine_every_teacher_on_the_authors_text(cross_project):
         [r.prompt_index for r in read_responses(harvest, "qwen3-toy")]
     with pytest.raises(PerseaError, match="no scores of teacher 'qwen3-toy' on 'ghost'"):
         read_scores(harvest, "qwen3-toy", "ghost")
-    tok = train_student_tokenizer(harvest_corpus(harvest.path), 350)
+    tok = train_student_tokenizer(harvest_corpus(harvest), 350)
     plain = build_examples(harvest, tok, BUILTINS)
     avg = build_examples(harvest, tok, BUILTINS, "average")
     sel = build_examples(harvest, tok, BUILTINS, "select")

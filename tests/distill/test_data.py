@@ -13,7 +13,7 @@ from persea.project import load_project
 def test_examples_carry_aligned_teacher_signal(harvested):
     proj = load_project(harvested)
     harvest = open_harvest(proj.resolve("cache/harvest"), "d", ["alpha", "beta"])
-    tok = train_student_tokenizer(harvest_corpus(harvest.path), 350)
+    tok = train_student_tokenizer(harvest_corpus(harvest), 350)
     examples = build_examples(harvest, tok)
     responses = read_responses(harvest, "alpha")
     assert len(examples) == 2 * len(responses)

@@ -145,3 +145,58 @@ def test_cli_prints_what_each_teacher_transferred_and_warns_on_one_that_gives_no
     assert json.loads((run_dir / "run.json").read_text())["transfer"] == "transfer.json"
     # the reference to transfer.json does not count as a changed configuration on resume
     assert run_distill(load_project(project_copy)).summary["resumed_from"] == 10
+
+
+def test_a_cut_checkpoint_write_is_ignored_and_removed(project_copy, tmp_path, harvested):
+    """kill -9 or a full disk while step 10's checkpoint was written: what is left is a
+    `.tmp` folder with a partial file, the newest name in checkpoints/."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    reference = tmp_path / "ref"
+    shutil.copytree(harvested, reference)
+    ref = run_distill(load_project(reference))
+    run_dir = project_copy / "runs" / "student"
+    shutil.copytree(ref.run_dir, run_dir)
+    shutil.rmtree(run_dir / "student")
+    shutil.rmtree(run_dir / "checkpoints" / "step-0000010")
+    cut = run_dir / "checkpoints" / "step-0000999.tmp"
+    cut.mkdir()
+    whole = (ref.run_dir / "checkpoints" / "step-0000010" / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(whole[:len(whole) // 3])
+
+    resumed = run_distill(load_project(project_copy))
+    assert resumed.summary["resumed_from"] == 8
+    assert not cut.exists()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "step-0000008", "step-0000010"]
+    a = load_file(ref.student_dir / "model.safetensors")
+    b = load_file(resumed.student_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key].float().numpy(), b[key].float().numpy(),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_a_stray_shard_is_a_warning_not_training_data(project_copy):
+    import shutil
+
+    cache = project_copy / "cache" / "harvest"
+    shutil.copy(cache / "alpha" / "shard-00000.parquet", cache / "alpha" / "shard-00009.parquet")
+    result = run_distill(load_project(project_copy))
+    assert "shard-00009.parquet is not listed in the harvest's manifest.json; ignored" in \
+        result.warnings[0]
+    assert result.examples == 36
+
+
+def test_a_second_distill_on_a_run_directory_is_refused(project_copy):
+    from persea.locks import stage_lock
+
+    run_dir = project_copy / "runs" / "student"
+    with stage_lock(run_dir, "persea distill"):  # as another `persea distill` would
+        with pytest.raises(PerseaError, match=r"runs/student is in use by another `persea "
+                           r"distill` \(pid \d+ on "):
+            run_distill(load_project(project_copy))
+    assert (run_dir / ".persea.lock").read_bytes() == b""
+    assert sorted(p.name for p in run_dir.iterdir()) == [".persea.lock"]  # nothing else

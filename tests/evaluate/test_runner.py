@@ -184,3 +184,14 @@ def test_skill_accuracy_scores_like_the_suite():
     scores = skill_accuracy(ScriptedModel(_half_right(suite)), per_skill=3, batch_size=4)
     assert scores == {"addition": 1.0, "reverse": 0.0, "sort": 1.0, "kb": 0.0, "count": 0.0,
                       "convert": 0.0, "overall": 2 / 6}
+
+
+def test_a_run_of_no_items_is_never_complete(tmp_path):
+    from persea.errors import PerseaError
+
+    store = RunStore(tmp_path / "evals")
+    suite = ToyworldSuite(per_skill=0, max_new_tokens=4)
+    with pytest.raises(PerseaError, match="the suite gave 0 items"):
+        run_item_suite(ScriptedModel(lambda p: "x"), suite, store, name="m", source="s")
+    (run,) = store.runs()
+    assert run.status == INCOMPLETE and store.latest_complete() == {}

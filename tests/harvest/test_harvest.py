@@ -209,3 +209,23 @@ def test_workers_split_shards_and_last_run_writes_manifest(tmp_path, tiny_model_
         run_harvest(HarvestJob.of(proj), teachers=["gamma"])
     with pytest.raises(PerseaError, match="--worker 2/2"):
         run_harvest(HarvestJob.of(proj), worker=(2, 2))
+
+
+def test_teacher_changed_after_a_complete_harvest_is_refused(tmp_path, tiny_model_dir):
+    import shutil
+
+    from tests.conftest import build_tiny_qwen
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_model_dir, teacher)
+    project_dir = write_project(tmp_path / "p", teacher)
+    result = run_harvest(HarvestJob.of(load_project(project_dir)))
+    before = tree(result.out)
+    assert run_cli("harvest", "--project", str(project_dir)).returncode == 0  # unchanged: fine
+    build_tiny_qwen(teacher, seed=1)  # other weights, same tokenizer
+    proc = run_cli("harvest", "--project", str(project_dir))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "teacher 'alpha' changed since the harvest" in lines[0], \
+        proc.stderr
+    assert tree(result.out) == before

@@ -1,15 +1,16 @@
 """Reading the harvest cache (its format: persea.cache.format).
 
 `open_harvest` reads a finished cache for distillation, checked against what the distiller
-expects before anything is trained: it must be complete (manifest written), and every
-teacher the project names must be in it with the same fingerprint; otherwise the error
-names the mismatch and nothing is written.
+expects before anything is trained: it must be complete (manifest written), every
+teacher the project names must be in it with the same fingerprint, and every shard it lists
+must match its recorded SHA-256 (persea.cache.check); otherwise the error names the mismatch
+and nothing is written. Shard files it does not list are left out (`Harvest.strays`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from persea.align import token_bytes
+from persea.cache import check
 from persea.cache import format as fmt
 from persea.cache import quant
 from persea.errors import PerseaError
@@ -38,12 +40,15 @@ def read_prompts(cache: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def corpus(cache: Path) -> list[str]:
-    """Every prompt and every non-empty teacher response in a cache, one string each (cross
-    scores excluded: they repeat the responses)."""
-    lines = [p["prompt"] for p in read_prompts(cache)]
-    for shard in sorted(cache.glob(f"*/{fmt.SHARD_GLOB}")):
-        lines += [t for t in read_shard(shard, [fmt.TEXT]).column(fmt.TEXT).to_pylist() if t]
+def corpus(harvest: "Harvest") -> list[str]:
+    """Every prompt and every non-empty teacher response of a finished cache, one string
+    each, from the shards its manifest lists (cross scores excluded: they repeat the
+    responses)."""
+    lines = [p["prompt"] for p in harvest.prompts]
+    for name in sorted(harvest.teachers):
+        for shard in harvest.teachers[name].shards(harvest.path):
+            lines += [t for t in read_shard(shard, [fmt.TEXT]).column(fmt.TEXT).to_pylist()
+                      if t]
     return lines
 
 
@@ -65,6 +70,7 @@ class Harvest:
     manifest: dict
     prompts: list[dict]
     teachers: dict[str, CachedTeacher]
+    strays: list[Path] = field(default_factory=list)  # shard files the manifest does not list
 
     @property
     def score_sets(self) -> set[tuple[str, str]]:
@@ -90,6 +96,11 @@ def open_harvest(path: Path, expected_project: str | None = None,
         raise PerseaError(f"the harvest at {path} has no responses from teacher(s) "
                           f"{', '.join(missing)} (it has {', '.join(manifest['teachers'])}); "
                           "run `persea harvest` again")
+    listed = check.listed_shards(path, manifest)
+    for shard, sha256 in listed.items():
+        problem = check.against_manifest(shard, sha256)
+        if problem:
+            raise PerseaError(f"{problem}; run `persea harvest` again to regenerate it")
     prompts = read_prompts(path)
     teachers = {}
     for name, info in manifest["teachers"].items():
@@ -102,7 +113,7 @@ def open_harvest(path: Path, expected_project: str | None = None,
         teachers[name] = CachedTeacher(
             name, info, tok, token_bytes(tok) if tok is not None else None,
             tok.eos_token_id if tok is not None else None)
-    return Harvest(path, manifest, prompts, teachers)
+    return Harvest(path, manifest, prompts, teachers, check.strays(path, listed))
 
 
 @dataclass

@@ -88,6 +88,11 @@ def write_atomic(path: Path, writer) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None:  # pyarrow's errors name no file: name the one we write
+            raise OSError(err.errno, err.strerror or " ".join(str(err).split()),
+                          str(path)) from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
+from typer.core import TyperOption
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -98,7 +100,7 @@ def harvest(project: Optional[Path] = ProjectOpt,
 @app.command()
 def distill(project: Optional[Path] = ProjectOpt,
             eval_per_skill: int = typer.Option(
-                50, help="Test items per skill for the closing quality table (0: skip).")):
+                50, min=0, help="Test items per skill for the closing quality table (0: skip).")):
     """Train the student from the harvest cache (resumes from its last checkpoint)."""
     from accelerate import PartialState  # heavy: torch
 
@@ -143,6 +145,12 @@ def _quality_table(proj, student_dir: Path, per_skill: int) -> None:
               f"best teacher {best[0]} {best[1]['overall']:.2f})")
 
 
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise typer.BadParameter(f"{value} is not a positive number of seconds")
+    return value
+
+
 @app.command("eval")
 def eval_(project: Optional[Path] = ProjectOpt,
           model: Optional[list[str]] = typer.Option(
@@ -153,17 +161,20 @@ def eval_(project: Optional[Path] = ProjectOpt,
               "(repeatable)."),
           served_model: Optional[str] = typer.Option(
               None, help="The model name to ask the endpoint for (default: its NAME)."),
-          timeout: float = typer.Option(30.0, help="Seconds an endpoint may take per answer."),
+          timeout: float = typer.Option(30.0, callback=_positive,
+                                        help="Seconds an endpoint may take per answer."),
           only: bool = typer.Option(False, "--only", help="Only the models named with --model "
                                     "or --endpoint, not the student and the teachers."),
           suite: Optional[list[str]] = typer.Option(
               None, "--suite", "-s", help="toyworld (default) or lmeval:TASK (repeatable)."),
           include_path: Optional[Path] = typer.Option(
               None, help="A directory of lm-eval task YAML files (and their data)."),
-          per_skill: Optional[int] = typer.Option(None, help="Toy-world items per skill "
-                                                  "(default: the project's eval.per_skill)."),
-          limit: Optional[int] = typer.Option(None, help="lm-eval: at most this many items."),
-          batch_size: Optional[int] = typer.Option(None, help="Prompts per batch."),
+          per_skill: Optional[int] = typer.Option(None, min=1, help="Toy-world items per "
+                                                  "skill (default: the project's "
+                                                  "eval.per_skill)."),
+          limit: Optional[int] = typer.Option(None, min=1,
+                                              help="lm-eval: at most this many items."),
+          batch_size: Optional[int] = typer.Option(None, min=1, help="Prompts per batch."),
           rerun: bool = typer.Option(False, help="Run again even where a complete run exists.")):
     """Evaluate the student, every teacher and any rival; each run is stored as a record."""
     records = run_eval(EvalOptions(
@@ -181,6 +192,9 @@ def eval_(project: Optional[Path] = ProjectOpt,
         table.add_row(r.model, r.suite, str(r.n_items), f"{mean['mean']:.3f}",
                       f"{r.duration_s:.1f}", r.run_id)
     out.print(table)
+    proj = load_project(project)
+    out.print(f"records: {proj.resolve(proj.spec.eval.out)} (one folder per run: its items "
+              "and scores), also in the project database", highlight=False, soft_wrap=True)
     out.print(f"next: persea scorecard --project {project or '.'} (side by side, with "
               "confidence intervals), then persea gate", highlight=False)
 
@@ -210,7 +224,7 @@ def gate(project: Optional[Path] = ProjectOpt):
     """Check the candidate against the project's release policy: each rule passed or failed
     with its numbers; exit status 1 when the gate fails (2 for bad input)."""
     if not run_gate(project, out):
-        sys.exit(1)  # not typer.Exit: click returns that code, and main() would drop it
+        sys.exit(1)
 
 
 @app.command()
@@ -261,6 +275,21 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
 register_admin_commands(app)
 
 
+def _no_flag_placeholders() -> None:
+    """--help shows no `<bool>` type for a flag (it takes no value; the placeholder reads as
+    if it did). Typer builds every option, --help included, as a TyperOption, and has no
+    setting for this, so its type column is wrapped once for flags."""
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "persea_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.persea_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
 def _quiet_libraries() -> None:
     """Our own progress bars only: no per-file bars from transformers or the hub."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -271,26 +300,69 @@ def _quiet_libraries() -> None:
     transformers.logging.set_verbosity_error()
 
 
+INTERRUPTED = "interrupted; run the same command again to resume"
+
+# what to do about an operating-system error, by errno; the exit status says whose it is
+_OS_ADVICE = {
+    errno.ENOSPC: ("no space left on the device; free some space and run the same command "
+                   "again (it resumes where it stopped)", 1),
+    errno.EDQUOT: ("disk quota exceeded; free some space and run the same command again "
+                   "(it resumes where it stopped)", 1),
+    errno.EACCES: ("permission denied; make it writable for this user or choose another "
+                   "directory", 2),
+    errno.EPERM: ("operation not permitted; make it writable for this user or choose "
+                  "another directory", 2),
+    errno.EROFS: ("read-only file system; choose a directory on a writable one", 2),
+}
+
+
+def os_error_line(err: OSError) -> tuple[str, int]:
+    """One line for an operating-system error reaching the command line (a full disk, a
+    read-only directory): the path, the problem, what to do; and the exit status."""
+    where = f"{err.filename}: " if err.filename else ""
+    number = err.errno  # pyarrow's I/O errors carry it only in their text
+    if number is None and (m := re.search(r"errno (\d+)", str(err), re.IGNORECASE)):
+        number = int(m.group(1))
+    advice, code = _OS_ADVICE.get(number, (None, 1))
+    if advice is None:
+        problem = err.strerror or " ".join(str(err).split())
+        advice = f"{problem}; fix that and run the same command again"
+    return f"{where}{advice}", code
+
+
 def main() -> None:
-    """Entry point: every `PerseaError` becomes one red line and exit status 2."""
-    _quiet_libraries()
+    """Entry point: every `PerseaError` becomes one red line and exit status 2; Ctrl-C
+    becomes one line and exit status 130."""
     try:
-        app(standalone_mode=False)
+        _quiet_libraries()
+        _no_flag_placeholders()
+        # Without standalone mode, Typer turns Ctrl-C into Exit(130) and returns its code
+        # (as it does for an explicit typer.Exit); no command returns anything else.
+        code = app(standalone_mode=False, prog_name="persea")
     except PerseaError as err:
         console.print(f"[red]error:[/red] {err.message}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except typer.Exit as e:
-        sys.exit(e.exit_code)
+        code = e.exit_code
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]; run the same command again to resume")
-        sys.exit(130)
-    except Exception as err:  # click usage errors arrive here in non-standalone mode
-        if isinstance(err, click.exceptions.ClickException):
-            console.print(f"[red]error:[/red] {err.format_message()}", highlight=False)
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+        code = 130
+    except typer.TyperException as err:  # usage errors, in non-standalone mode
+        console.print(f"[red]error:[/red] {err.format_message()}", highlight=False,
+                      soft_wrap=True)
+        ctx = getattr(err, "ctx", None)
+        console.print(f"see `{ctx.command_path if ctx is not None else 'persea'} --help`",
+                      highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except OSError as err:  # a full disk, a read-only directory: the stage left no half-file
+        line, status = os_error_line(err)
+        console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+        sys.exit(status)
+    if code == 130:
+        console.print(f"[yellow]{INTERRUPTED}[/yellow]", highlight=False, soft_wrap=True)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from persea.distill.curves import plot_losses
 from persea.distill.transfer import TeacherTransfer, nothing_warning, transfer_stats
 from persea.distill.weighting import drop_reasons, example_weights
 from persea.errors import PerseaError
+from persea.locks import stage_lock
 from persea.models.threads import fixed_threads
 from persea.skills import get_world, skill_accuracy
 
@@ -33,7 +35,8 @@ class DistillResult:
     summary: dict
     params: int
     transfer: list[TeacherTransfer] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # teachers that contribute nothing
+    # stray cache files left out; teachers that contribute nothing
+    warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. a plain chat template was used
 
 
@@ -140,11 +143,11 @@ def run_distill(project, progress=None) -> DistillResult:
     """Distil the student of `project`. The torch work runs at `distill.threads` intra-op
     threads (recorded in run.json with the rest of the settings), so the weights do not
     depend on the caller's thread setting, which is restored afterwards."""
-    with fixed_threads(project.spec.distill.threads):
-        return _run(project, progress)
+    with fixed_threads(project.spec.distill.threads), ExitStack() as held:
+        return _run(project, progress, held)
 
 
-def _run(project, progress) -> DistillResult:
+def _run(project, progress, held: ExitStack) -> DistillResult:
     from persea.distill.data import build_examples
     from persea.distill.student import (WHERE, build_student_model, check_encodes,
                                         harvest_corpus, load_pretrained_student,
@@ -163,12 +166,14 @@ def _run(project, progress) -> DistillResult:
     model, notes = None, []
     if st.source is not None:  # checked before anything is written to the run directory
         model, tokenizer, notes = load_pretrained_student(st, project.resolve)
-        check_encodes(tokenizer, harvest_corpus(harvest.path), WHERE,
+        check_encodes(tokenizer, harvest_corpus(harvest), WHERE,
                       "start from a base model with a byte-level tokenizer, or use a shape "
                       "(vocab_size, hidden_size, ...) to train one on the harvest text")
     from accelerate import PartialState
 
     state = PartialState()  # under `accelerate launch`, the main process prepares the run
+    if state.is_main_process:  # one `persea distill` per run directory
+        held.enter_context(stage_lock(run_dir, "persea distill"))
     tok_dir = run_dir / "tokenizer"
     policies = list(spec.weighting)
     needs_dev = (spec.on_policy.lmbda > 0 and spec.on_policy.combine != "select") or \
@@ -181,7 +186,7 @@ def _run(project, progress) -> DistillResult:
                 json.dumps({**record, "transfer": "transfer.json"}, indent=2, sort_keys=True)
                 + "\n", encoding="utf-8")
             if model is None and not tok_dir.is_dir():
-                tokenizer = train_student_tokenizer(harvest_corpus(harvest.path),
+                tokenizer = train_student_tokenizer(harvest_corpus(harvest),
                                                     st.vocab_size, st.tokenizer,
                                                     st.chat_format, st.min_word_count)
                 tmp = tok_dir.with_name("tokenizer.tmp")
@@ -230,7 +235,8 @@ def _run(project, progress) -> DistillResult:
         summary.pop("model")
     return DistillResult(run_dir, student_dir, len(examples), int((weights > 0).sum()),
                          summary, sum(p.numel() for p in model.parameters()), transfer,
-                         warnings, notes)
+                         [f"{p} is not listed in the harvest's manifest.json; ignored "
+                          "(remove it)" for p in harvest.strays] + warnings, notes)
 
 
 def _write_json(path: Path, data: dict) -> None:

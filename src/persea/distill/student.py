@@ -26,10 +26,10 @@ PLAIN_TEMPLATE = (
     "{% if add_generation_prompt %}assistant: {% endif %}")
 
 
-def harvest_corpus(cache: Path) -> list[str]:
-    """Every prompt and teacher response in a harvest cache, and the chat template's role
-    names: what the student tokenizer is trained on."""
-    return reader.corpus(cache) + ["user\n", "assistant\n"] * 100
+def harvest_corpus(harvest: reader.Harvest) -> list[str]:
+    """Every prompt and teacher response in a finished harvest (`reader.open_harvest`), and
+    the chat template's role names: what the student tokenizer is trained on."""
+    return reader.corpus(harvest) + ["user\n", "assistant\n"] * 100
 
 
 def train_student_tokenizer(corpus: list[str], vocab_size: int, kind: str = "bpe",

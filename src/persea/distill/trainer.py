@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import shutil
 import time
 from pathlib import Path
@@ -38,8 +39,28 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+_FINISHED = re.compile(r"step-\d{7}")
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "checkpoints").glob("step-*"))
+    """The finished checkpoints, oldest first. A checkpoint is written as `step-N.tmp` and
+    renamed when whole, so a temporary (a write cut by kill -9 or a full disk) is never
+    one of them."""
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and _FINISHED.fullmatch(p.name))
+
+
+def clean_temporaries(run_dir: Path) -> None:
+    """Remove checkpoint writes that did not finish (only one process trains a run)."""
+    folder = run_dir / "checkpoints"
+    if folder.is_dir():
+        for p in folder.glob("step-*.tmp"):
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, keep: int = 2
@@ -103,6 +124,8 @@ def train(model, examples, weights: np.ndarray, spec, run_dir: Path, pad_id: int
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, spec.warmup, spec.steps))
     start = 0
+    if acc.is_main_process:
+        clean_temporaries(run_dir)
     if checkpoints(run_dir):
         start = load_checkpoint(checkpoints(run_dir)[-1], model, optimizer, scheduler)
     log_path = run_dir / "loss.csv"

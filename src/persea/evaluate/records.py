@@ -143,10 +143,11 @@ class RunStore:
         return [r for r in found if r is not None]
 
     def latest_complete(self) -> dict[tuple[str, str], RunRecord]:
-        """The newest complete run of each (model, suite); incomplete runs never count."""
+        """The newest complete run of each (model, suite); incomplete runs never count, nor
+        a run of no items (recorded as complete by an older persea)."""
         best: dict[tuple[str, str], RunRecord] = {}
         for r in self.runs():
-            if r.complete and ((r.model, r.suite) not in best or
+            if r.complete and r.n_items > 0 and ((r.model, r.suite) not in best or
                                (r.finished_at or "") > (best[(r.model, r.suite)].finished_at
                                                         or "")):
                 best[(r.model, r.suite)] = r

@@ -16,6 +16,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TextColumn, TimeRemainingColumn)
 from rich.text import Text
 
+from persea.errors import PerseaError
 from persea.evaluate.records import (COMPLETE, INCOMPLETE, RUNNING, RunRecord, RunStore,
                                      make_run_id, scores_of, utcnow)
 
@@ -63,7 +64,13 @@ def open_run(store: RunStore, *, model: str, fingerprint: str, source: str, suit
 
 
 def finish_run(store: RunStore, record: RunRecord, items: list[dict]) -> RunRecord:
-    """Mark the run complete with its scores, then mirror it into the database."""
+    """Mark the run complete with its scores, then mirror it into the database. A run of
+    no items has no score: it stays incomplete and the error says so."""
+    if not items:
+        mark_incomplete(store, record)
+        raise PerseaError(f"{record.model} on {record.suite}: the suite gave 0 items, so there "
+                          "is nothing to score and no result was recorded; ask for at least "
+                          "one item (--per-skill, --limit, eval.skills)")
     record.scores = scores_of(items)
     record.items_done = len(items)
     record.status = COMPLETE

@@ -10,6 +10,7 @@ written into: the command stops and says what differs.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,12 +20,14 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TextColumn, TimeRemainingColumn)
 from rich.text import Text
 
+from persea.cache import check
 from persea.cache import format as fmt
 from persea.cache import quant, writer
 from persea.cache.reader import read_shard, shard_stats
 from persea.errors import PerseaError
 from persea.harvest import cross
 from persea.harvest import prompts as prompt_io
+from persea.locks import stage_lock
 from persea.models.fingerprint import sha256_file
 from persea.models.threads import fixed_threads
 from persea.models.vllm_backend import load_vllm, vllm_available
@@ -134,7 +137,7 @@ def _merge_stats(per_shard: list[dict], tokens: list[int]) -> dict:
 def pick_backend(spec, kind: str, paths=None):
     """The model object for a teacher: vLLM when asked for (or, with `auto`, when it is
     installed and a GPU is present) and the teacher is a local or hub checkpoint."""
-    from persea.models.sources import load_teacher
+    from persea.models.sources import load_teacher, weights_fingerprint
 
     if kind != "transformers" and (spec.path or spec.hub or spec.builtin):
         if kind == "vllm" or vllm_available():
@@ -165,6 +168,38 @@ def _prepare_teacher(tdir: Path, spec, model, scoring: bool = False) -> None:
     writer.write_text_atomic(tdir / fmt.TEACHER, _dump(info))
 
 
+def _drop_damaged(out: Path, specs, rows: list[int]) -> list[str]:
+    """Remove the shards that are not what the cache recorded, so that this run writes them
+    again, and say which (persea.cache.check): once manifest.json exists, a shard must
+    match its SHA-256 there; before, its footer must read and hold the planned rows. Shard
+    files outside the plan are reported and left alone."""
+    lines = []
+    folders = [out / t.name for t in specs] + [fmt.score_dir(out, s, a)
+                                                for s, a in cross.pairs(specs)]
+    planned = {f / fmt.shard_name(i): n for f in folders for i, n in enumerate(rows)}
+    manifest = out / fmt.MANIFEST
+    if manifest.is_file():
+        try:
+            listed = check.listed_shards(out, json.loads(manifest.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError):
+            raise PerseaError(f"{manifest} is unreadable; delete it and run `persea harvest` "
+                              "again (the shards are checked and kept)") from None
+        for path, sha256 in listed.items():
+            problem = check.against_manifest(path, sha256)
+            if problem and path in planned:
+                lines.append(f"{problem}; writing it again")
+                path.unlink(missing_ok=True)
+    else:
+        for path, n in planned.items():
+            problem = path.is_file() and check.against_plan(path, n)
+            if problem:
+                lines.append(f"{problem}; writing it again")
+                path.unlink(missing_ok=True)
+    lines += [f"{p} is not a shard of this harvest's plan; ignored (remove it)"
+              for p in check.strays(out, planned)]
+    return lines
+
+
 def run_harvest(job: HarvestJob, console: Console | None = None, load=None,
                 teachers: list[str] | None = None, worker: tuple[int, int] = (0, 1)
                 ) -> HarvestResult | None:
@@ -181,11 +216,12 @@ def run_harvest(job: HarvestJob, console: Console | None = None, load=None,
     The torch work runs at `harvest.threads` intra-op threads (recorded in plan.json), so
     the shards do not depend on the caller's thread setting, which is restored afterwards.
     """
-    with fixed_threads(job.settings.threads):
-        return _run(job, console, load, teachers, worker)
+    with fixed_threads(job.settings.threads), ExitStack() as held:
+        return _run(job, console, load, teachers, worker, held)
 
 
-def _run(job: HarvestJob, console, load, teachers, worker) -> HarvestResult | None:
+def _run(job: HarvestJob, console, load, teachers, worker, held: ExitStack
+         ) -> HarvestResult | None:
     h = job.settings
     names = [t.name for t in job.teachers]
     unknown = sorted(set(teachers or []) - set(names))
@@ -195,7 +231,7 @@ def _run(job: HarvestJob, console, load, teachers, worker) -> HarvestResult | No
     part, parts = worker
     if not (parts >= 1 and 0 <= part < parts):
         raise PerseaError(f"--worker {part}/{parts}: expected I/N with 0 <= I < N")
-    from persea.models.sources import load_teacher
+    from persea.models.sources import load_teacher, weights_fingerprint
 
     score_load = load or (lambda spec: load_teacher(spec, job))  # scoring: transformers
     load = load or (lambda spec: pick_backend(spec, h.backend, job))
@@ -203,6 +239,8 @@ def _run(job: HarvestJob, console, load, teachers, worker) -> HarvestResult | No
     records = prompt_io.load_prompts(job.prompts, job.resolve)
     plan = _plan(job, records)
     _check_same(out / fmt.PLAN, plan, "settings")
+    if parts == 1:  # workers share the cache by design: each writes whole shards only
+        held.enter_context(stage_lock(out, "persea harvest"))
     out.mkdir(parents=True, exist_ok=True)
     if parts == 1:
         writer.clean_temporaries(out)
@@ -210,6 +248,18 @@ def _run(job: HarvestJob, console, load, teachers, worker) -> HarvestResult | No
     writer.write_text_atomic(out / fmt.PROMPTS, prompt_io.to_jsonl(records))
 
     n_shards = (len(records) + h.shard_size - 1) // h.shard_size
+    for line in _drop_damaged(out, job.teachers, [
+            len(records[i * h.shard_size:(i + 1) * h.shard_size]) for i in range(n_shards)]):
+        if console is not None:
+            console.print(f"[yellow]note:[/yellow] {line}", highlight=False, soft_wrap=True)
+    for spec in job.teachers:  # a teacher with nothing left to do is checked all the same
+        record = out / spec.name / fmt.TEACHER
+        if record.exists() and (not teachers or spec.name in teachers):
+            recorded = json.loads(record.read_text(encoding="utf-8")).get("fingerprint")
+            if recorded != (weights_fingerprint(spec, job) or load(spec).fingerprint):
+                raise PerseaError(f"teacher {spec.name!r} changed since the harvest in {out} "
+                                  f"(its weights differ from those {record} records); restore "
+                                  "them, or set another `harvest.out` to harvest it afresh")
     summaries: list[TeacherSummary] = []
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                         MofNCompleteColumn(), _RateColumn(), TextColumn("ETA"),

@@ -6,6 +6,8 @@ damaged GGUF file) becomes a `PerseaError` naming the teacher and what was expec
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -18,6 +20,26 @@ from persea.models.gguf_file import check_gguf
 from persea.models.hf import HFModel
 from persea.models.hub import hub_endpoint, offline_by_env, reachable
 from persea.models.remote import EndpointModel
+
+
+def _one_line(err: Exception) -> str:
+    """An exception's whole message on one line (transformers' span several, and the first
+    alone stops mid-sentence)."""
+    return " ".join(str(err).split())
+
+
+@contextmanager
+def quiet_gguf_conversion():
+    """transformers draws its GGUF conversion bar with plain tqdm, past its own
+    disable_progress_bar switch, so the bar would leak into logs: off while it runs."""
+    from transformers import modeling_gguf_pytorch_utils as conversion  # heavy: torch
+
+    bar = conversion.tqdm
+    conversion.tqdm = partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        conversion.tqdm = bar
 
 
 def _load_transformers(location: str, **kwargs):
@@ -43,7 +65,7 @@ def load_hf_dir(name: str, directory: Path, chat_template: bool = True) -> HFMod
         model, tok = _load_transformers(str(directory), local_files_only=True)
     except (OSError, ValueError, KeyError, SafetensorError) as err:  # damaged weights too
         raise PerseaError(f"{where}: cannot load model from {directory}: "
-                          f"{str(err).splitlines()[0]}") from None
+                          f"{_one_line(err)}") from None
     return HFModel(name, model, tok, fingerprint_model_dir(directory), chat_template)
 
 
@@ -69,7 +91,7 @@ def load_hub(name: str, repo_id: str, revision: str | None = None,
             model, tok = _load_transformers(repo_id, revision=revision)
         except (OSError, ValueError) as err:
             raise PerseaError(f"{where}: cannot load hub id {repo_id!r}: "
-                              f"{str(err).splitlines()[0]}") from None
+                              f"{_one_line(err)}") from None
     fp = fingerprint_text("hub", repo_id, str(getattr(model.config, "_commit_hash", revision)))
     return HFModel(name, model, tok, fp, chat_template)
 
@@ -82,10 +104,11 @@ def load_gguf(name: str, path: Path, chat_template: bool = True) -> HFModel:
 
     def from_gguf():
         try:
-            return _load_transformers(str(path.parent), gguf_file=path.name)
+            with quiet_gguf_conversion():
+                return _load_transformers(str(path.parent), gguf_file=path.name)
         except Exception as err:  # transformers raises many kinds on unsupported GGUF content
             raise PerseaError(f"{where}: transformers cannot load GGUF {path}: "
-                              f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+                              f"{type(err).__name__}: {_one_line(err)}") from None
 
     try:
         directory = converted_dir(path, from_gguf)
@@ -95,6 +118,24 @@ def load_gguf(name: str, path: Path, chat_template: bool = True) -> HFModel:
                           "directory") from None
     model, tok = _load_transformers(str(directory), local_files_only=True)
     return HFModel(name, model, tok, fingerprint_files([path]), chat_template)
+
+
+def weights_fingerprint(spec, paths=None) -> str | None:
+    """The fingerprint `load_teacher(spec, paths).fingerprint` gives, computed without
+    loading the model where its source allows (a directory, a GGUF file, a built-in); None
+    for a hub id, an endpoint, or a source that is not there (loading says why)."""
+    resolve = paths.resolve if paths is not None else (lambda p: Path(p).expanduser())
+    if spec.builtin is not None:
+        builtins = builtin_models()
+        return fingerprint_model_dir(builtins[spec.builtin].path) \
+            if spec.builtin in builtins else None
+    if spec.path is not None:
+        directory = resolve(spec.path)
+        return fingerprint_model_dir(directory) if directory.is_dir() else None
+    if spec.gguf is not None:
+        path = resolve(spec.gguf)
+        return fingerprint_files([path]) if path.is_file() else None
+    return None  # a hub id needs its commit; an endpoint is cheap to build
 
 
 def load_teacher(spec, paths=None):
