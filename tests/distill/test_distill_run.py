@@ -200,3 +200,15 @@ def test_a_second_distill_on_a_run_directory_is_refused(project_copy):
             run_distill(load_project(project_copy))
     assert (run_dir / ".persea.lock").read_bytes() == b""
     assert sorted(p.name for p in run_dir.iterdir()) == [".persea.lock"]  # nothing else
+
+
+def test_the_closing_table_scores_as_many_items_as_eval_per_skill(project_copy, capsys,
+                                                                  monkeypatch):
+    from tests.cli_helpers import run_cli
+
+    data = yaml.safe_load((project_copy / "persea.yaml").read_text())
+    data["eval"] = {"per_skill": 2}
+    (project_copy / "persea.yaml").write_text(yaml.safe_dump(data))
+    code, out, err = run_cli(capsys, monkeypatch, "distill", "-p", str(project_copy))
+    assert code == 0, err
+    assert "exact match on the toy-world test split (2 items per skill)" in out

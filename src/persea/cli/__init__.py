@@ -11,7 +11,6 @@ from typing import Optional
 
 import typer
 from typer.core import TyperOption
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -19,6 +18,7 @@ from persea.cli.admin import register as register_admin_commands
 from persea.cli.distill import print_transfer
 from persea.cli.evaluate import EvalOptions, run_eval
 from persea.cli.gate import run_gate
+from persea.cli.output import wide_console
 from persea.cli.serve import ServeOptions, run_serve
 from persea.errors import PerseaError
 from persea.evaluate.scorecard import scorecard_for_project, to_markdown, to_png, to_rich
@@ -29,8 +29,8 @@ from persea.toyworld.builtin import BUILTIN_TEACHERS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="persea: distil a closed model from several open teachers.")
-console = Console(stderr=True)
-out = Console()
+console = wide_console(stderr=True)
+out = wide_console()
 
 ProjectOpt = typer.Option(None, "--project", "-p",
                           help="Project directory or persea.yaml (default: current directory).")
@@ -99,8 +99,9 @@ def harvest(project: Optional[Path] = ProjectOpt,
 
 @app.command()
 def distill(project: Optional[Path] = ProjectOpt,
-            eval_per_skill: int = typer.Option(
-                50, min=0, help="Test items per skill for the closing quality table (0: skip).")):
+            eval_per_skill: Optional[int] = typer.Option(
+                None, min=0, help="Test items per skill for the closing quality table (0: skip; "
+                "default: the project's eval.per_skill).")):
     """Train the student from the harvest cache (resumes from its last checkpoint)."""
     from accelerate import PartialState  # heavy: torch
 
@@ -121,8 +122,9 @@ def distill(project: Optional[Path] = ProjectOpt,
               f"{s['tokens_per_s']:,.0f} tokens/s; resumed from step {s['resumed_from']})")
     out.print(f"loss curve: {result.run_dir / 'loss.csv'} and {result.run_dir / 'loss.png'}")
     print_transfer(out, console, result, proj.spec.distill.loss.uses_logit_kd)
-    if eval_per_skill > 0:
-        _quality_table(proj, result.student_dir, eval_per_skill)
+    per_skill = proj.spec.eval.per_skill if eval_per_skill is None else eval_per_skill
+    if per_skill > 0:
+        _quality_table(proj, result.student_dir, per_skill)
 
 
 def _quality_table(proj, student_dir: Path, per_skill: int) -> None:

@@ -16,7 +16,6 @@ from typing import Optional
 
 import sqlalchemy as sa
 import typer
-from rich.console import Console
 from rich.table import Column, Table
 
 from persea.accounts import Accounts
@@ -26,12 +25,13 @@ from persea.accounts.audit import default_actor
 from persea.accounts.billing import invoice
 from persea.accounts.billing import usage as month_usage
 from persea.accounts.money import format_money, parse_amount, parse_month, parse_price
+from persea.cli.output import wide_console
 from persea.db import upgrade
 from persea.errors import PerseaError
 from persea.project import database_url
 
-out = Console()
-err = Console(stderr=True)
+out = wide_console()
+err = wide_console(stderr=True)
 
 DbOpt = typer.Option(None, "--db", envvar="PERSEA_DB",
                      help="Database URL (sqlite:///FILE or postgresql+psycopg://...). "
