@@ -31,18 +31,27 @@ _SLOW = textwrap.dedent("""
 """)
 
 
+def start_paused_harvest(project, marker) -> subprocess.Popen:
+    """`persea harvest` on `project` in a subprocess, returned once it has written its first
+    shard and paused (`marker` is touched then); the caller ends it."""
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW, str(project), str(marker)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not marker.exists():
+        if proc.poll() is None:
+            proc.kill()
+        raise AssertionError(proc.communicate()[1][-2000:])
+    return proc
+
+
 def test_sigint_exits_130_with_one_line_and_rerun_matches(tmp_path, tiny_model_dir):
     reference = run_harvest(HarvestJob.of(load_project(
         write_project(tmp_path / "ref", tiny_model_dir))))
     victim = write_project(tmp_path / "victim", tiny_model_dir)
-    marker = tmp_path / "wrote-a-shard"
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW, str(victim), str(marker)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_paused_harvest(victim, tmp_path / "wrote-a-shard")
     try:
-        deadline = time.monotonic() + 300
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marker.exists(), proc.communicate()[1][-2000:]
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:

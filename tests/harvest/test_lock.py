@@ -5,28 +5,19 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
-import time
 
 from persea.harvest import HarvestJob, run_harvest
 from persea.project import load_project
 from tests.harvest.test_harvest import run_cli, tree, write_project
-from tests.harvest.test_interrupt import _SLOW
+from tests.harvest.test_interrupt import start_paused_harvest
 
 
 def test_second_harvest_is_refused_and_names_the_holder(tmp_path, tiny_model_dir):
     reference = run_harvest(HarvestJob.of(load_project(
         write_project(tmp_path / "ref", tiny_model_dir))))
     project = write_project(tmp_path / "p", tiny_model_dir)
-    marker = tmp_path / "wrote-a-shard"
-    first = subprocess.Popen([sys.executable, "-c", _SLOW, str(project), str(marker)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = start_paused_harvest(project, tmp_path / "wrote-a-shard")
     try:
-        deadline = time.monotonic() + 300
-        while not marker.exists() and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marker.exists(), first.communicate()[1][-2000:]
         out = project / "cache" / "harvest"
         before = tree(out)
 
