@@ -15,8 +15,11 @@ from tests.harvest.test_harvest import run_cli, tree, write_project
 
 # A real harvest whose first shard write is followed by a pause, so that the signal lands
 # while the command is mid-way (after a shard is written, before the next one).
+# A process started in the background by a non-interactive shell inherits SIGINT ignored
+# (and Python then leaves it ignored), so the child restores the handler a terminal gives.
 _SLOW = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from pathlib import Path
     from persea.cache import writer
     real, marker = writer.write_shard, Path(sys.argv[2])
