@@ -57,9 +57,26 @@ class TeacherSpec(_Strict):
 
 class ToyworldPrompts(_Strict):
     split: Literal["train", "dev", "test"] = "train"
-    per_skill: StrictInt = Field(64, ge=1, le=100_000)
+    # prompts of each skill: one number for all, or {skill: n} (a skill left out gets none),
+    # so that a skill that takes long to learn can be given more distinct prompts
+    per_skill: StrictInt | dict[str, StrictInt] = 64
     skills: list[str] | None = None
     seed: StrictInt = 0
+
+    @model_validator(mode="after")
+    def _counts(self) -> "ToyworldPrompts":
+        counts = self.per_skill if isinstance(self.per_skill, dict) else {"": self.per_skill}
+        low = 0 if isinstance(self.per_skill, dict) else 1
+        for skill, n in counts.items():
+            if not low <= n <= 1_000_000:
+                raise ValueError(f"per_skill{'.' + skill if skill else ''} is {n}; expected "
+                                 f"a count from {low} to 1000000")
+        if isinstance(self.per_skill, dict):
+            if self.skills is not None:
+                raise ValueError("give `skills:` or per-skill counts in `per_skill:`, not both")
+            if not any(self.per_skill.values()):
+                raise ValueError("per_skill gives every skill 0 prompts")
+        return self
 
 
 class PromptsSpec(_Strict):

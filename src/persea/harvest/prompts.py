@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,12 +20,26 @@ class PromptRecord:
     answer: str | None = None
 
 
-def from_toyworld(split: str, per_skill: int, seed: int,
+def from_toyworld(split: str, per_skill: int | dict[str, int], seed: int,
                   skills: list[str] | None = None) -> list[PromptRecord]:
-    """Up to `per_skill` prompts of each skill: kb's pool is finite (556 train prompts), so a
-    larger `per_skill` takes all of it rather than failing."""
-    return [PromptRecord(it.id, it.prompt, it.skill, it.answer)
-            for it in get_world().make_mixture(split, per_skill, seed, skills, allow_fewer=True)]
+    """Up to `per_skill` prompts of each skill (one count for all, or `{skill: n}`): kb's pool
+    is finite (556 train prompts), so a larger count takes all of it rather than failing.
+
+    With per-skill counts the skills' prompts are interleaved in a seeded order, as the
+    world's mixture interleaves them for one count."""
+    world = get_world()
+    if isinstance(per_skill, int):
+        items = world.make_mixture(split, per_skill, seed, skills, allow_fewer=True)
+    else:
+        unknown = sorted(set(per_skill) - set(world.skills))
+        if unknown:
+            raise PerseaError(f"prompts.toyworld.per_skill names unknown skill(s) "
+                              f"{', '.join(unknown)}; expected some of: "
+                              f"{', '.join(world.skills)}")
+        items = [it for name, n in per_skill.items() if n > 0
+                 for it in world.make_mixture(split, n, seed, [name], allow_fewer=True)]
+        random.Random(f"persea-prompts-{split}-{seed}").shuffle(items)
+    return [PromptRecord(it.id, it.prompt, it.skill, it.answer) for it in items]
 
 
 def from_jsonl(path: Path) -> list[PromptRecord]:
