@@ -174,6 +174,10 @@ def eval_(project: Optional[Path] = ProjectOpt,
           per_skill: Optional[int] = typer.Option(None, min=1, help="Toy-world items per "
                                                   "skill (default: the project's "
                                                   "eval.per_skill)."),
+          split: Optional[str] = typer.Option(
+              None, help="Toy world: train, dev or test items (default: the project's "
+              "eval.split). Runs on another split are kept for `persea route train` and "
+              "left out of the scorecard and the gate."),
           limit: Optional[int] = typer.Option(None, min=1,
                                               help="lm-eval: at most this many items."),
           batch_size: Optional[int] = typer.Option(None, min=1, help="Prompts per batch."),
@@ -182,8 +186,8 @@ def eval_(project: Optional[Path] = ProjectOpt,
     records = run_eval(EvalOptions(
         project=project, models=list(model or []), endpoints=list(endpoint or []),
         served_model=served_model, timeout=timeout, suites=list(suite or ["toyworld"]),
-        include_path=include_path, per_skill=per_skill, limit=limit, batch_size=batch_size,
-        rerun=rerun, only_named=only), console=console,
+        include_path=include_path, per_skill=per_skill, split=split, limit=limit,
+        batch_size=batch_size, rerun=rerun, only_named=only), console=console,
         note=lambda line: console.print(f"[yellow]note:[/yellow] {line}", highlight=False))
     table = Table(title="evaluation runs")
     for col in ("model", "suite", "items", "mean", "seconds", "run"):
