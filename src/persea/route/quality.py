@@ -124,24 +124,28 @@ def to_png(comparison: Comparison, path: Path, title: str = "routing: quality vs
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.8))
+    fig, ax = plt.subplots(figsize=(9, 4.8))
     ax.plot([r.cost_per_1k for r in comparison.curve], [r.accuracy for r in comparison.curve],
-            "-", color="tab:blue", label="learned router (threshold 0..1)", zorder=2)
+            "-", color="black", label="learned router (threshold 0..1)", zorder=2)
+    at: dict[tuple[float, float], list[float]] = {}  # thresholds that land on one point
     for r in comparison.rows:
         if r.kind == "learned":
-            ax.plot(r.cost_per_1k, r.accuracy, "o", color="tab:blue", ms=4, zorder=3)
-            ax.annotate(f"{r.threshold:.2f}", (r.cost_per_1k, r.accuracy), fontsize=7,
-                        textcoords="offset points", xytext=(3, -9))
+            at.setdefault((r.cost_per_1k, r.accuracy), []).append(r.threshold)
         else:
             marker = {"model": "s", "random": "x", "oracle": "*"}[r.kind]
             ax.plot(r.cost_per_1k, r.accuracy, marker, ms=9 if r.kind == "oracle" else 7,
                     label=r.name, zorder=3)
+    for (cost, acc), ts in at.items():
+        ax.plot(cost, acc, "o", color="black", ms=4, zorder=3)
+        label = f"t={ts[0]:.2f}" if len(ts) == 1 else f"t={min(ts):.2f}..{max(ts):.2f}"
+        ax.annotate(label, (cost, acc), fontsize=7, textcoords="offset points", ha="right",
+                    xytext=(-4, -10))
     ax.set_xlabel("cost per 1,000 requests")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.05)
     ax.set_title(f"{title} ({comparison.items} items)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
