@@ -69,7 +69,8 @@ def test_prices_default_to_one_each(project, capsys, monkeypatch):
 
 def test_prices_come_from_the_serve_section_and_a_clashing_flag_is_refused():
     class Spec:
-        serve = {"models": [{"name": "digits", "price": 3}], "prices": {"cheap": 0.5}}
+        serve = {"models": [{"name": "digits", "price": 3}, {"name": "x", "price": None}],
+                 "prices": {"cheap": "0.5"}}
 
     class Project:
         spec = Spec()

@@ -35,6 +35,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
@@ -335,6 +336,16 @@ def train_router(data: RoutingData, prices: dict[str, float],
 
 
 # -- prices -----------------------------------------------------------------------------------
+def _number(value) -> float | None:
+    """A price as written in a config: a number, a Decimal or a numeric string."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value) if isinstance(value, (int, float, str, Decimal)) else None
+    except ValueError:
+        return None
+
+
 def serve_prices(project) -> dict[str, float]:
     """Prices per request from the project's `serve:` section, when it has one: a mapping
     `serve.prices: {MODEL: X}`, or a `price: X` on an entry of `serve.models` (a list of
@@ -347,16 +358,15 @@ def serve_prices(project) -> dict[str, float]:
         return {}
     found: dict[str, float] = {}
     if isinstance(data.get("prices"), dict):
-        found.update({str(m): p for m, p in data["prices"].items()
-                      if isinstance(p, (int, float))})
+        found.update({str(m): _number(p) for m, p in data["prices"].items()})
     models = data.get("models")
     entries = (models.items() if isinstance(models, dict) else
                [(e.get("name"), e) for e in models if isinstance(e, dict)]
                if isinstance(models, list) else [])
     for name, entry in entries:
-        if name and isinstance(entry, dict) and isinstance(entry.get("price"), (int, float)):
-            found[str(name)] = entry["price"]
-    return found
+        if name and isinstance(entry, dict) and "price" in entry:
+            found[str(name)] = _number(entry["price"])
+    return {m: p for m, p in found.items() if p is not None}
 
 
 def resolve_prices(models: list[str], from_serve: dict[str, float],
