@@ -19,6 +19,7 @@ from persea.cli.distill import print_transfer
 from persea.cli.evaluate import EvalOptions, run_eval
 from persea.cli.gate import run_gate
 from persea.cli.output import wide_console
+from persea.cli.route import register as register_route_commands
 from persea.cli.serve import ServeOptions, run_serve
 from persea.errors import PerseaError
 from persea.evaluate.scorecard import scorecard_for_project, to_markdown, to_png, to_rich
@@ -174,6 +175,10 @@ def eval_(project: Optional[Path] = ProjectOpt,
           per_skill: Optional[int] = typer.Option(None, min=1, help="Toy-world items per "
                                                   "skill (default: the project's "
                                                   "eval.per_skill)."),
+          split: Optional[str] = typer.Option(
+              None, help="Toy world: train, dev or test items (default: the project's "
+              "eval.split). Runs on another split are kept for `persea route train` and "
+              "left out of the scorecard and the gate."),
           limit: Optional[int] = typer.Option(None, min=1,
                                               help="lm-eval: at most this many items."),
           batch_size: Optional[int] = typer.Option(None, min=1, help="Prompts per batch."),
@@ -182,8 +187,8 @@ def eval_(project: Optional[Path] = ProjectOpt,
     records = run_eval(EvalOptions(
         project=project, models=list(model or []), endpoints=list(endpoint or []),
         served_model=served_model, timeout=timeout, suites=list(suite or ["toyworld"]),
-        include_path=include_path, per_skill=per_skill, limit=limit, batch_size=batch_size,
-        rerun=rerun, only_named=only), console=console,
+        include_path=include_path, per_skill=per_skill, split=split, limit=limit,
+        batch_size=batch_size, rerun=rerun, only_named=only), console=console,
         note=lambda line: console.print(f"[yellow]note:[/yellow] {line}", highlight=False))
     table = Table(title="evaluation runs")
     for col in ("model", "suite", "items", "mean", "seconds", "run"):
@@ -275,6 +280,8 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
 
 # orgs, keys, plans, usage, billing, audit: the gateway's admin (persea.cli.admin).
 register_admin_commands(app)
+# route train, route eval: the learned router (persea.cli.route).
+register_route_commands(app)
 
 
 def _no_flag_placeholders() -> None:

@@ -13,6 +13,8 @@ from persea.evaluate.suites import TOYWORLD, ToyworldSuite, parse_suite
 from persea.evaluate.targets import default_targets, endpoint_target, model_target
 from persea.project import load_project
 
+SPLITS = ("train", "dev", "test")
+
 
 @dataclass
 class EvalOptions:
@@ -24,6 +26,7 @@ class EvalOptions:
     suites: list[str] = field(default_factory=lambda: ["toyworld"])
     include_path: Path | None = None
     per_skill: int | None = None
+    split: str | None = None  # toy world: train, dev or test (default: the project's eval.split)
     limit: int | None = None
     batch_size: int | None = None
     rerun: bool = False
@@ -33,6 +36,8 @@ class EvalOptions:
 def run_eval(options: EvalOptions, console=None, note=print) -> list:
     """Every chosen model on every chosen suite; returns the run records."""
     project = load_project(options.project)
+    if options.split not in (None, *SPLITS):
+        raise PerseaError(f"--split {options.split!r}: expected one of {', '.join(SPLITS)}")
     parsed = [(s, *parse_suite(s)) for s in options.suites]  # bad names fail before loading
     indexes = {task: task_manager(task, options.include_path)
                for _, kind, task in parsed if kind != TOYWORLD}
@@ -47,14 +52,15 @@ def run_eval(options: EvalOptions, console=None, note=print) -> list:
     if dup:
         raise PerseaError(f"two models are both named {', '.join(dup)}; give each --model "
                           "and --endpoint a name of its own")
-    store = store_for(project)
+    split = options.split or cfg.split
+    store = store_for(project, split)
     records = []
     with make_progress(console) as progress:
         for target in targets:
             model = target.load()
             for _, kind, task in parsed:
                 if kind == TOYWORLD:
-                    suite = ToyworldSuite(split=cfg.split, per_skill=options.per_skill or
+                    suite = ToyworldSuite(split=split, per_skill=options.per_skill or
                                           cfg.per_skill, seed=cfg.seed, skills=cfg.skills,
                                           max_new_tokens=cfg.max_new_tokens)
                     records.append(run_item_suite(

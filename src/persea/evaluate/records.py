@@ -12,6 +12,12 @@ for the same evaluation again finds the same directory: a `running` or `incomple
 resumes after its last written item, and a `complete` one is already a result. Only
 `complete` runs count anywhere (scorecard, gate); they are also copied into the project
 database (tables eval_runs, eval_scores, eval_items) so any two runs can be compared there.
+
+A store may be limited to one split (`RunStore(root, split="test")`, which is what
+`store_for(project)` gives: the project's `eval.split`). Its `runs()` then leave out toy-world
+runs on another split (the dev-split runs the learned router trains on live beside them), so
+the scorecard and the gate never take a dev score for a test score. Runs whose settings name
+no split (lm-eval tasks) always count.
 """
 
 from __future__ import annotations
@@ -69,6 +75,11 @@ class RunRecord:
     def complete(self) -> bool:
         return self.status == COMPLETE
 
+    @property
+    def split(self) -> str | None:
+        """The split its items came from (toy world), or None when its settings name none."""
+        return self.config.get("split")
+
 
 def scores_of(items: list[dict]) -> dict[str, dict]:
     """`{metric: {"mean", "n"}}` over the items that carry each metric."""
@@ -82,9 +93,10 @@ def scores_of(items: list[dict]) -> dict[str, dict]:
 class RunStore:
     """The evaluation runs of one project: files under `root`, rows in `db_url`."""
 
-    def __init__(self, root: Path, db_url: str | None = None):
+    def __init__(self, root: Path, db_url: str | None = None, split: str | None = None):
         self.root = Path(root)
         self.db_url = db_url
+        self.split = split  # when given, runs() leaves out runs on another split
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
@@ -140,7 +152,8 @@ class RunStore:
         if not self.root.is_dir():
             return []
         found = (self.load(d.name) for d in sorted(self.root.iterdir()) if d.is_dir())
-        return [r for r in found if r is not None]
+        return [r for r in found if r is not None
+                and (self.split is None or r.split in (None, self.split))]
 
     def latest_complete(self) -> dict[tuple[str, str], RunRecord]:
         """The newest complete run of each (model, suite); incomplete runs never count, nor
@@ -182,9 +195,11 @@ class RunStore:
         write_to_database(self.db_url, write, f"run {record.run_id}")
 
 
-def store_for(project) -> RunStore:
-    """The project's run store: files under `eval.out`, rows in the project database."""
-    return RunStore(project.resolve(project.spec.eval.out), database_url(project=project))
+def store_for(project, split: str | None = None) -> RunStore:
+    """The project's run store: files under `eval.out`, rows in the project database;
+    limited to `split` (default: the project's `eval.split`)."""
+    return RunStore(project.resolve(project.spec.eval.out), database_url(project=project),
+                    split=split or project.spec.eval.split)
 
 
 def write_to_database(url: str, write, what: str) -> None:

@@ -1,0 +1,1 @@
+"""Routing: send each request to the best of several models."""
