@@ -110,7 +110,7 @@ class HarvestSpec(_Strict):
 
 STUDENT_SOURCES = ("path", "hub", "gguf")
 STUDENT_SHAPE = ("tokenizer", "min_word_count", "chat_format", "vocab_size", "hidden_size",
-                 "layers", "heads", "intermediate_size")
+                 "layers", "heads", "kv_heads", "intermediate_size")
 
 
 class StudentSpec(_Strict):
@@ -126,6 +126,8 @@ class StudentSpec(_Strict):
     hidden_size: StrictInt = Field(128, ge=16, le=16384)
     layers: StrictInt = Field(4, ge=1, le=128)
     heads: StrictInt = Field(4, ge=1, le=128)
+    # key/value heads (grouped-query attention); None: half the heads, at least one
+    kv_heads: StrictInt | None = Field(None, ge=1, le=128)
     intermediate_size: StrictInt = Field(384, ge=16, le=65536)
     path: str | None = None  # a local Hugging Face model directory
     hub: str | None = None  # a hub id (from the local cache, or downloaded when online)
@@ -143,6 +145,10 @@ class StudentSpec(_Strict):
                 + ", ".join(sources + shape))
         if self.revision is not None and self.hub is None:
             raise ValueError("`revision:` goes with `hub:` only")
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise ValueError(f"heads {self.heads} is not a multiple of kv_heads "
+                             f"{self.kv_heads}; each key/value head serves a whole group of "
+                             "query heads")
         if not sources and self.hidden_size % self.heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by heads "
                              f"{self.heads}; choose them so that each head gets "
@@ -157,7 +163,8 @@ class StudentSpec(_Strict):
     def record(self) -> dict:
         """The fields that define this student (for run.json): the shape, or the source."""
         if self.source is None:
-            return self.model_dump(mode="json", include=set(STUDENT_SHAPE))
+            # kv_heads only when set, so runs recorded before the field existed still resume
+            return self.model_dump(mode="json", include=set(STUDENT_SHAPE), exclude_none=True)
         return self.model_dump(mode="json", include={*STUDENT_SOURCES, "revision"},
                                exclude_none=True)
 

@@ -216,7 +216,7 @@ def _run(project, progress, held: ExitStack) -> DistillResult:
                           f"is 0 under {policies}); use a looser policy such as uniform")
     if model is None:
         model = build_student_model(tokenizer, st.hidden_size, st.layers, st.heads,
-                                    st.intermediate_size, spec.seed)
+                                    st.intermediate_size, spec.seed, st.kv_heads)
     on_policy = on_policy_source(project, spec, harvest, tokenizer, teachers, scores,
                                  notes.append)
     summary = train(model, examples, weights, spec, run_dir, tokenizer.pad_token_id, progress,

@@ -57,13 +57,13 @@ def check_encodes(tokenizer, texts: list[str], where: str,
 
 
 def build_student_model(tokenizer, hidden: int, layers: int, heads: int, intermediate: int,
-                        seed: int):
+                        seed: int, kv_heads: int | None = None):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+        num_attention_heads=heads, num_key_value_heads=kv_heads or max(1, heads // 2),
         intermediate_size=intermediate, max_position_embeddings=256, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id)
