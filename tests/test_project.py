@@ -56,3 +56,11 @@ def test_relative_paths_resolve_from_project_dir(tmp_path):
         {"name": "p", "teachers": [{"name": "a", "path": "models/a"}]}))
     proj = load_project(tmp_path / "persea.yaml")
     assert proj.resolve("models/a") == tmp_path.resolve() / "models/a"
+
+
+def test_project_seed_is_the_default_seed_of_the_student():
+    base = {"name": "p", "teachers": [{"name": "q", "builtin": "qwen3-toy"}]}
+    assert parse_project({**base, "seed": 2}).distill.seed == 2
+    assert parse_project({**base, "seed": 2, "distill": {"steps": 5}}).distill.seed == 2
+    assert parse_project({**base, "seed": 2, "distill": {"seed": 7}}).distill.seed == 7
+    assert parse_project(base).distill.seed == 0

@@ -307,6 +307,19 @@ class Project(_Strict):
     eval: EvalSpec = EvalSpec()
     release: ReleaseSpec | None = None  # None: no policy, so `persea gate` refuses
 
+    @model_validator(mode="before")
+    @classmethod
+    def _project_seed_seeds_the_student(cls, data: Any) -> Any:
+        """The project's `seed` is the default of `distill.seed`, so changing the one seed
+        gives another student (initial weights and batch order), not the same one."""
+        if isinstance(data, dict) and isinstance(data.get("seed"), int):
+            distill = data.get("distill")
+            if distill is None:
+                return {**data, "distill": {"seed": data["seed"]}}
+            if isinstance(distill, dict) and "seed" not in distill:
+                return {**data, "distill": {**distill, "seed": data["seed"]}}
+        return data
+
     @model_validator(mode="after")
     def _unique_names(self) -> "Project":
         names = [t.name for t in self.teachers]
