@@ -47,7 +47,7 @@ harvest:
 # one character at a time (reverse and count need letters, recall needs short sequences),
 # in a compact chat format. Many narrow attention heads (16 of 8 dimensions) are what let
 # a 4-layer student learn three-digit sums: in the same 3,000 steps of all six skills, 4
-# heads of 32 reached 7% on addition and 16 heads of 8 92% (docs/distill.md).
+# heads of 32 reached 2% on addition and 16 heads of 8 92% (docs/distill.md).
 # skill_mix gives each skill its share of every batch (addition and sort need the most).
 # Loss = ce * cross-entropy + kd_weight * logit KD (xtok: across tokenizers)
 # + alm_weight * approximate likelihood matching. Weighting decides how much each teacher's
