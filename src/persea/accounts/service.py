@@ -103,15 +103,13 @@ class Accounts:
             self._cache[digest] = (time.monotonic(), caller, row.expires_at)
         return caller
 
-    def check_model(self, caller: Caller, model: str, via: str | None = None) -> Price:
+    def check_model(self, caller: Caller, model: str) -> Price:
         """The price of `model` for this caller; ModelNotAllowed when the plan does not sell
-        it or the key is limited to other models. `via`: the route the caller asked for (a
-        key limited to a route may be answered by any model of it that the plan sells)."""
+        it or the key is limited to other models."""
         price = caller.plan.prices.get(model)
         if price is None:
             raise ModelNotAllowed(f"model {model!r} is not available on your plan")
-        allowed = caller.allowed_models
-        if allowed is not None and model not in allowed and (via is None or via not in allowed):
+        if caller.allowed_models is not None and model not in caller.allowed_models:
             raise ModelNotAllowed(f"this API key may not use model {model!r}")
         return price
 
@@ -160,14 +158,14 @@ class Accounts:
     # run side by side.
 
     def reserve_op(self, caller: Caller, model: str, prompt_tokens: int, max_tokens: int,
-                   request_id: str, *, instead: Sequence[tuple[str, int, int]] = (),
-                   route: str | None = None) -> Callable[[sa.Connection], Reservation]:
+                   request_id: str, *, instead: Sequence[tuple[str, int, int]] = ()
+                   ) -> Callable[[sa.Connection], Reservation]:
         """`reserve` as an op (see above). `instead` lists other models that may answer in
         place of `model` (a route's fallbacks), each with its own prompt and maximum output
         token counts (tokenizers and contexts differ): the hold covers the dearest of them
         all, and `settle_op(..., model=...)` charges the one that answered at the price
-        fixed now. `route`: the route asked for, when the models are its."""
-        price = self.check_model(caller, model, via=route)
+        fixed now."""
+        price = self.check_model(caller, model)
         _check_tokens(prompt_tokens, max_tokens)
         if not isinstance(request_id, str) or not 0 < len(request_id) <= 200:
             raise AccountsError("request id: expected 1 to 200 characters")
@@ -175,7 +173,7 @@ class Accounts:
         amount = sum(price.cost(prompt_tokens, max_tokens), Decimal(0))
         for other, other_prompt, other_max in instead:
             _check_tokens(other_prompt, other_max)
-            prices[other] = other_price = self.check_model(caller, other, via=route)
+            prices[other] = other_price = self.check_model(caller, other)
             amount = max(amount, sum(other_price.cost(other_prompt, other_max), Decimal(0)))
 
         def op(conn: sa.Connection) -> Reservation:

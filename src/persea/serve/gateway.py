@@ -218,11 +218,12 @@ class Gateway:
 
     def route_models(self, caller: Caller, route: str, names: list[str]) -> list[str]:
         """Those of `names` this caller may be answered by through `route`: its plan sells
-        them, and its key allows them or the route; 403 when none is left."""
+        them and its key allows them (a route is open to whoever may use one of its
+        models); 403 when none is left."""
         allowed = []
         for name in names:
             try:
-                self.accounts.check_model(caller, name, via=route)
+                self.accounts.check_model(caller, name)
             except AccountsError:
                 continue
             allowed.append(name)
@@ -293,7 +294,7 @@ class Gateway:
             reservation = await self.write(
                 self.accounts.reserve_op, caller, first.model, first.prepared.prompt_tokens,
                 first.sampling.max_tokens * n, request_id, instead=instead,
-                route=route.name if route is not None else None, key=caller.org_id)
+                key=caller.org_id)
         except ApiError:
             if tpm is not None:  # refused (402): it will use none of the tokens it took
                 await self.limiter.refund(tpm)
