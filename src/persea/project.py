@@ -357,13 +357,23 @@ class RouteSpec(_Strict):
     """
 
     policy: Literal["fallback", "weighted", "least_latency", "learned"]
-    models: list[str] | dict[str, Annotated[float, Field(gt=0, le=1_000_000)]] = Field(
-        min_length=1)
+    models: list[str] | dict[str, float] = Field(min_length=1)
     max_attempts: StrictInt = Field(3, ge=1, le=16)
     deadline_s: float = Field(60.0, gt=0, le=3600)  # all attempts (a stream: to its 1st token)
     attempt_timeout_s: float | None = Field(None, gt=0, le=3600)  # one attempt's limit
     router: str | None = None  # learned: the router file
     threshold: float | None = Field(None, ge=0, le=1)  # learned
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, weight in value.items():
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                        or not 0 < weight <= 1_000_000:
+                    raise ValueError(f"the weight of {name} must be a number above 0 and at "
+                                     f"most 1000000 (found: {weight!r})")
+        return value
 
     @model_validator(mode="after")
     def _fits_policy(self) -> "RouteSpec":
