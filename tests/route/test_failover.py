@@ -62,12 +62,14 @@ def test_the_next_model_answers_a_server_error_or_429(env, client, status):
 
 
 def test_a_refused_request_is_not_retried_elsewhere(env, client):
-    env.stubs["primary"].fail_next, env.stubs["primary"].fail_status = 1, 400
-    with pytest.raises(openai.APIStatusError) as err:
-        client.chat.completions.create(model="auto", messages=CHAT, max_tokens=8)
-    assert err.value.status_code == 502 and "not charged" in err.value.message
+    env.stubs["primary"].fail_next, env.stubs["primary"].fail_status = 2, 400
+    for _ in range(2):  # the breaker's threshold: the model answered, so it stays closed
+        with pytest.raises(openai.APIStatusError) as err:
+            client.chat.completions.create(model="auto", messages=CHAT, max_tokens=8)
+        assert err.value.status_code == 502 and "not charged" in err.value.message
     assert len(env.stubs["backup"].requests) == 0
     assert env.rows() == [] and env.balance() == (Decimal(0), Decimal(0))
+    assert _answered(env, client, "auto")[1] == "primary"
 
 
 def test_connection_refused_falls_over_and_a_nested_route_is_followed(env, client):

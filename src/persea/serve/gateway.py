@@ -371,17 +371,20 @@ class Gateway:
         except TimeoutError:
             raise BackendError(f"{model} did not answer within {limit:g} s") from None
 
-    async def _outcome(self, adm: Admission, ok: bool, seconds: float = 0.0) -> None:
-        """A routed attempt's outcome, for the model's breaker, latency and metrics."""
+    async def _outcome(self, adm: Admission, error: BackendError | None,
+                       seconds: float = 0.0) -> None:
+        """A routed attempt's outcome, for the model's breaker, latency and metrics. A model
+        that refused the request itself (a 4xx other than 429) did answer: its breaker
+        counts that as alive."""
         if adm.route is None:
             return
         self.metrics.route_attempts.labels(adm.route.name, adm.model,
-                                           "answered" if ok else "failed").inc()
-        if ok:
+                                           "answered" if error is None else "failed").inc()
+        if error is None:
             self.router.latency.observe(adm.model, seconds)
         else:
             self.metrics.backend_errors.labels(adm.model).inc()
-        await self.router.breaker.record(adm.model, ok)
+        await self.router.breaker.record(adm.model, error is None or not error.retryable)
 
     def _exhausted(self, adm: Admission, failure: BackendError | None) -> ApiError:
         name = adm.route.name
@@ -405,7 +408,7 @@ class Gateway:
                                            c.model)
             except BackendError as err:
                 if adm.route is not None:
-                    await self._outcome(adm, False)
+                    await self._outcome(adm, err)
                     if err.retryable:
                         failure = err
                         continue
@@ -416,7 +419,7 @@ class Gateway:
                 raise
             finally:
                 self.metrics.in_flight.labels(c.model).dec()
-            await self._outcome(adm, True, time.perf_counter() - started)
+            await self._outcome(adm, None, time.perf_counter() - started)
             self.settle_soon(adm, result.prompt_tokens, result.completion_tokens)
             return result
         await self.release(adm, error=False)
@@ -448,7 +451,7 @@ class Gateway:
                 await pieces.aclose()
                 pieces = None
                 if adm.route is not None:
-                    await self._outcome(adm, False)
+                    await self._outcome(adm, err)
                     if err.retryable:
                         failure = err
                         continue
@@ -461,7 +464,7 @@ class Gateway:
                     self.settle_now(adm, adm.prepared.prompt_tokens, 0)
                 await pieces.aclose()
                 raise
-            await self._outcome(adm, True, time.perf_counter() - started)
+            await self._outcome(adm, None, time.perf_counter() - started)
             break
         if pieces is None:
             await self.release(adm, error=False)
