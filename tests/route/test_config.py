@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from persea.errors import PerseaError
 from persea.route.policy import LatencyBoard, LeastLatency, Learned, Weighted, build_routes
 from tests.cli_helpers import run_cli
 from tests.route.route_env import routes_of

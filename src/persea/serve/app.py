@@ -1,9 +1,9 @@
 """The gateway's app factory: FastAPI with the OpenAI routes, operations and admin.
 
 `create_app` wires what it is given (an `Accounts`, the backends by served model name, a rate
-limiter, a `Router` with the routes and their breakers) and owns their lifecycle: at startup it starts the backends and calls
-`accounts.reconcile()` (a gateway killed mid-request left reservations held); at shutdown it
-closes them. No route serves model files, and FastAPI's interactive docs are off: the
+limiter, a `Router` with the routes and their breakers) and owns their lifecycle: at startup
+it starts the backends and calls `accounts.reconcile()` (a gateway killed mid-request left
+reservations held); at shutdown it closes them. No route serves model files, and FastAPI's interactive docs are off: the
 gateway's surface is the OpenAI API, `/healthz`, `/readyz`, `/metrics` and `/admin`.
 """
 
