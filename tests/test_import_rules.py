@@ -143,7 +143,7 @@ def test_no_cycle_between_top_level_packages():
 
 
 HEAVY = ("torch", "transformers", "accelerate", "lm_eval", "matplotlib", "pyarrow", "vllm",
-         "gguf", "safetensors", "tokenizers", "uvicorn", "fastapi", "aiohttp")
+         "gguf", "safetensors", "tokenizers", "uvicorn", "fastapi", "aiohttp", "sklearn")
 
 
 def _heavy_modules() -> set[str]:

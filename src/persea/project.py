@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, \
+    field_validator, model_validator
 
+from persea.accounts.money import MAX_AMOUNT, PRICE_PLACES, parse_amount
 from persea.db import resolve_url
 from persea.errors import PerseaError
 
@@ -296,6 +299,163 @@ class ReleaseSpec(_Strict):
     seed: StrictInt = 0
 
 
+SERVED_SOURCES = ("student", "builtin", "path", "endpoint")
+POLICIES = ("fallback", "weighted", "least_latency", "learned")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+
+
+def _price_per_1k(value: Any, what: str) -> Decimal:
+    """Money per 1,000 tokens: a decimal string (or a whole number), never a float, so that
+    what is written is what is charged; at most PRICE_PLACES - 3 + 6 places, so that the
+    price per million tokens the plans keep has at most PRICE_PLACES."""
+    if isinstance(value, float):
+        raise ValueError("write money as a quoted decimal string, e.g. '0.0005' (a YAML "
+                         "float is rounded in binary)")
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        raise ValueError("expected a decimal string such as '0.0005'")
+    amount = parse_amount(value, what, places=PRICE_PLACES + 3)
+    if amount * 1000 > MAX_AMOUNT:
+        raise ValueError(f"{what}: {value!r} per 1k tokens is more than {MAX_AMOUNT} per "
+                         "million")
+    return amount
+
+
+class PriceSpec(_Strict):
+    """Money per 1,000 tokens (in `persea.accounts.money.CURRENCY`), prompt and completion."""
+
+    input: Decimal
+    output: Decimal
+
+    @field_validator("input", "output", mode="before")
+    @classmethod
+    def _money(cls, value: Any, info) -> Decimal:
+        return _price_per_1k(value, "money per 1k tokens")
+
+    def per_mtok(self) -> tuple[Decimal, Decimal]:
+        """The same price per million tokens, as plans keep it."""
+        return self.input * 1000, self.output * 1000
+
+
+class ServedModel(_Strict):
+    """One model the gateway offers, from exactly one source: the project's released student
+    (`student: true`), a built-in teacher, a local model directory (served only once
+    released, like the student), or an OpenAI-compatible endpoint (`model:` is the name it
+    serves, `api_key_env` the environment variable holding its key, if it needs one)."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=64)
+    student: Literal[True] | None = None
+    builtin: str | None = None
+    path: str | None = None
+    endpoint: str | None = Field(None, pattern=r"^https?://")
+    model: str | None = None  # with endpoint: the name the upstream serves (default: name)
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    timeout_s: float = Field(120.0, gt=0, le=3600)  # with endpoint: a whole answer's limit
+    price: PriceSpec | None = None  # None: DEFAULT_PRICE of a new database's default plan
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ServedModel":
+        given = [s for s in SERVED_SOURCES if getattr(self, s) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one source of {', '.join(SERVED_SOURCES)}; "
+                             f"found {', '.join(given) if given else 'none'}")
+        if self.endpoint is None and (self.model is not None or self.api_key_env is not None):
+            raise ValueError("`model:` and `api_key_env:` go with `endpoint:` only")
+        return self
+
+    @property
+    def source(self) -> str:
+        return next(s for s in SERVED_SOURCES if getattr(self, s) is not None)
+
+
+class RouteSpec(_Strict):
+    """A name clients may ask for that is not one model but a policy over several.
+
+    - `fallback`: `models` in order; on a connection error, a timeout, a 5xx or a 429 the
+      next one answers (an entry may be another route: its own order is used there);
+    - `weighted`: `models` as `{name: weight}`; each request draws its first model by
+      weight, the rest follow as fallbacks;
+    - `least_latency`: `models` ordered by their recent latency in this gateway (an
+      untried model first), the rest as fallbacks;
+    - `learned`: a router trained by `persea route train` (`router:` its file) orders
+      `models` per request; `threshold` is passed to it.
+    """
+
+    policy: Literal["fallback", "weighted", "least_latency", "learned"]
+    models: list[str] | dict[str, float] = Field(min_length=1)
+    max_attempts: StrictInt = Field(3, ge=1, le=16)
+    deadline_s: float = Field(60.0, gt=0, le=3600)  # all attempts (a stream: to its 1st token)
+    attempt_timeout_s: float | None = Field(None, gt=0, le=3600)  # one attempt's limit
+    router: str | None = None  # learned: the router file
+    threshold: float | None = Field(None, ge=0, le=1)  # learned
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, weight in value.items():
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                        or not 0 < weight <= 1_000_000:
+                    raise ValueError(f"the weight of {name} must be a number above 0 and at "
+                                     f"most 1000000 (found: {weight!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_policy(self) -> "RouteSpec":
+        weighted = isinstance(self.models, dict)
+        if (self.policy == "weighted") != weighted:
+            raise ValueError("`weighted` takes `models` as {name: weight}; the other policies "
+                             "take a list of names")
+        learned = self.policy == "learned"
+        if learned and (self.router is None or self.threshold is None):
+            raise ValueError("a `learned` route needs `router:` (a file from `persea route "
+                             "train`) and `threshold:` (0 to 1)")
+        if not learned and (self.router is not None or self.threshold is not None):
+            raise ValueError("`router:` and `threshold:` go with `policy: learned` only")
+        names = list(self.models)
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"a route names a model twice: {', '.join(dup)}")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.models)
+
+
+class BreakerSpec(_Strict):
+    """One circuit breaker per model, for routed requests: `failures` failed attempts in a row
+    open it; after `open_s` one probe request may go (half-open); its success closes it, its
+    failure opens it again. A probe that never reports frees its slot after `probe_s`."""
+
+    failures: StrictInt = Field(5, ge=1, le=10_000)
+    open_s: float = Field(30.0, gt=0, le=86_400)
+    probe_s: float = Field(60.0, gt=0, le=86_400)
+
+
+class ServeSpec(_Strict):
+    """`persea serve`'s settings; its flags override them."""
+
+    host: str = "127.0.0.1"
+    port: StrictInt = Field(8000, ge=1, le=65535)
+    models: list[ServedModel] = Field([ServedModel(name="student", student=True)],
+                                      min_length=1)
+    routes: dict[Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)], RouteSpec] = {}
+    breaker: BreakerSpec = BreakerSpec()
+    redis: str | None = Field(None, pattern=r"^rediss?://")  # rate limits and breakers, shared
+
+    @model_validator(mode="after")
+    def _names(self) -> "ServeSpec":
+        names = [m.name for m in self.models]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"a model name is given twice in `models`: {', '.join(dup)}")
+        both = sorted(set(names) & set(self.routes))
+        if both:
+            raise ValueError(f"{', '.join(both)} is both a model and a route; give the route "
+                             "another name")
+        return self
+
+
 class Project(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     seed: StrictInt = 0
@@ -306,6 +466,7 @@ class Project(_Strict):
     database: DatabaseSpec | None = None  # None: sqlite:///<project dir>/persea.db
     eval: EvalSpec = EvalSpec()
     release: ReleaseSpec | None = None  # None: no policy, so `persea gate` refuses
+    serve: ServeSpec = ServeSpec()
 
     @model_validator(mode="before")
     @classmethod

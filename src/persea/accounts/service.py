@@ -20,7 +20,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import sqlalchemy as sa
 
@@ -158,20 +158,30 @@ class Accounts:
     # run side by side.
 
     def reserve_op(self, caller: Caller, model: str, prompt_tokens: int, max_tokens: int,
-                   request_id: str) -> Callable[[sa.Connection], Reservation]:
-        """`reserve` as an op (see above)."""
+                   request_id: str, *, instead: Sequence[tuple[str, int, int]] = ()
+                   ) -> Callable[[sa.Connection], Reservation]:
+        """`reserve` as an op (see above). `instead` lists other models that may answer in
+        place of `model` (a route's fallbacks), each with its own prompt and maximum output
+        token counts (tokenizers and contexts differ): the hold covers the dearest of them
+        all, and `settle_op(..., model=...)` charges the one that answered at the price
+        fixed now."""
         price = self.check_model(caller, model)
         _check_tokens(prompt_tokens, max_tokens)
         if not isinstance(request_id, str) or not 0 < len(request_id) <= 200:
             raise AccountsError("request id: expected 1 to 200 characters")
+        prices = {model: price}
         amount = sum(price.cost(prompt_tokens, max_tokens), Decimal(0))
+        for other, other_prompt, other_max in instead:
+            _check_tokens(other_prompt, other_max)
+            prices[other] = other_price = self.check_model(caller, other)
+            amount = max(amount, sum(other_price.cost(other_prompt, other_max), Decimal(0)))
 
         def op(conn: sa.Connection) -> Reservation:
             now = self.clock()
             month = month_of(now)
             reservation = Reservation(new_id("res"), request_id, caller.org_id,
                                       caller.key_id, model, amount,
-                                      now + self.reservation_ttl)
+                                      now + self.reservation_ttl, prices)
             hold = {"b_org": caller.org_id, "b_month": month, "amount": amount}
             held = conn.execute(ledger.HOLD, hold).rowcount
             if held != 1:  # over budget, or the month's first request: no row yet (made
@@ -197,17 +207,33 @@ class Accounts:
         return op
 
     def settle_op(self, reservation: Reservation, prompt_tokens: int,
-                  completion_tokens: int) -> Callable[[sa.Connection], UsageRecord]:
-        """`settle` as an op (see above)."""
+                  completion_tokens: int, *, model: str | None = None,
+                  route: str | None = None, attempts: int = 1
+                  ) -> Callable[[sa.Connection], UsageRecord]:
+        """`settle` as an op (see above). `model`: the model that answered, one of those the
+        reservation was made for (default: its first); it is charged at the price fixed
+        when reserving. `route` and `attempts` are recorded as they are: models that failed
+        before `model` answered cost nothing."""
         _check_tokens(prompt_tokens, completion_tokens)
+        if model is not None and model != reservation.model \
+                and model not in reservation.prices:
+            raise AccountsError(f"model {model!r} was not reserved for request "
+                                f"{reservation.request_id!r}", Kind.INTERNAL, "internal")
+        if not isinstance(attempts, int) or not 1 <= attempts <= 1000:
+            raise AccountsError("attempts: expected a whole number from 1 to 1000")
+        answered = model if model is not None and model != reservation.model else None
+        price = reservation.prices[answered] if answered is not None else None
 
         def op(conn: sa.Connection) -> UsageRecord:
-            return self._settle_in(conn, reservation, prompt_tokens, completion_tokens)
+            return self._settle_in(conn, reservation, prompt_tokens, completion_tokens,
+                                   answered, price, route, attempts)
 
         return op
 
     def _settle_in(self, conn: sa.Connection, reservation: Reservation, prompt_tokens: int,
-                   completion_tokens: int) -> UsageRecord:
+                   completion_tokens: int, answered: str | None = None,
+                   answered_price: Price | None = None, route: str | None = None,
+                   attempts: int = 1) -> UsageRecord:
         row = conn.execute(ledger.LOCK_RESERVATION, {"b_id": reservation.id}).first()
         if row is None:  # purged long after it was settled, or never made
             done = _usage_by_request(conn, reservation.request_id, missing_ok=True)
@@ -220,15 +246,15 @@ class Accounts:
         if row.state == "released":
             raise AccountsError(f"reservation {row.id} was released; nothing to settle",
                                 Kind.CONFLICT, "reservation_released")
-        price = Price(row.input_per_mtok, row.output_per_mtok)
+        price = answered_price or Price(row.input_per_mtok, row.output_per_mtok)
         input_cost, output_cost = price.cost(prompt_tokens, completion_tokens)
         record = UsageRecord(new_id("use"), row.request_id, row.org_id, row.key_id,
-                             row.model, row.month, prompt_tokens, completion_tokens,
-                             input_cost, output_cost, input_cost + output_cost,
-                             self.clock())
+                             answered or row.model, row.month, prompt_tokens,
+                             completion_tokens, input_cost, output_cost,
+                             input_cost + output_cost, self.clock(), route, attempts)
         recorded = conn.execute(ledger.insert_usage(conn), dict(
-            **record.__dict__, input_per_mtok=row.input_per_mtok,
-            output_per_mtok=row.output_per_mtok)).first()
+            **record.__dict__, input_per_mtok=price.input_per_mtok,
+            output_per_mtok=price.output_per_mtok)).first()
         if recorded is None:  # another process recorded this request first: theirs is the one
             return _usage_by_request(conn, row.request_id)
         conn.execute(ledger.MOVE_RESERVATION,
@@ -333,4 +359,4 @@ def _usage_by_request(conn: sa.Connection, request_id: str,
                             "internal")
     return UsageRecord(row.id, row.request_id, row.org_id, row.key_id, row.model, row.month,
                        row.prompt_tokens, row.completion_tokens, row.input_cost,
-                       row.output_cost, row.cost, row.created_at)
+                       row.output_cost, row.cost, row.created_at, row.route, row.attempts)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Mapping
@@ -51,6 +51,9 @@ class Reservation:
     model: str
     amount: Decimal
     expires_at: datetime
+    # every model that may answer instead of `model` (a route's), at the price fixed when
+    # this was reserved; `amount` covers the dearest of them
+    prices: Mapping[str, Price] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class UsageRecord:
     output_cost: Decimal
     cost: Decimal
     created_at: datetime
+    route: str | None = None  # the route asked for; None: the caller named the model
+    attempts: int = 1  # models tried, the answering one included (failed ones cost nothing)
 
 
 class AccountsError(Exception):

@@ -247,19 +247,24 @@ def teachers():
 
 
 @app.command()
-def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-          port: int = typer.Option(8000, help="Port to listen on."),
+def serve(project: Optional[Path] = ProjectOpt,
+          host: Optional[str] = typer.Option(
+              None, help="Address to listen on (default: serve.host, else 127.0.0.1)."),
+          port: Optional[int] = typer.Option(
+              None, min=1, max=65535, help="Port to listen on (default: serve.port, else "
+              "8000)."),
           db: Optional[str] = typer.Option(
               None, help="Database URL (default: $PERSEA_DB, else ./persea.db; "
               "postgresql+psycopg://... for PostgreSQL)."),
           model: Optional[list[str]] = typer.Option(
               None, "--model", help="NAME=BUILTIN_OR_DIR: serve a built-in teacher or a model "
-              "directory under NAME (repeatable; default qwen3-toy=qwen3-toy)."),
+              "directory under NAME (repeatable; replaces the project's serve.models)."),
           upstream: Optional[list[str]] = typer.Option(
               None, "--upstream", help="NAME=URL: serve NAME from an OpenAI-compatible server "
               "(vLLM, ...), e.g. big=http://127.0.0.1:8001/v1 (repeatable)."),
           redis: Optional[str] = typer.Option(
-              None, help="Redis URL for rate limits shared by several gateways."),
+              None, help="Redis URL for rate limits and circuit breakers shared by several "
+              "gateways (default: serve.redis)."),
           admin_token: Optional[str] = typer.Option(
               None, help="Credential for /admin/... (default: $PERSEA_ADMIN_TOKEN; none: the "
               "admin API is off)."),
@@ -269,9 +274,11 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
           reason: Optional[str] = typer.Option(None, help="Why the release is forced."),
           forced_by: Optional[str] = typer.Option(
               None, help="Who forces it (default: the OS user).")):
-    """Serve the models through the OpenAI-compatible API, with keys, limits and metering.
-    A model directory is served only once released (a passing `persea gate`)."""
-    run_serve(ServeOptions(host=host, port=port, db=db, models=list(model or []),
+    """Serve the project's models and routes (persea.yaml `serve:`; by default its released
+    student) through the OpenAI-compatible API, with keys, limits and metering. A model
+    directory is served only once released (a passing `persea gate`)."""
+    run_serve(ServeOptions(host=host, port=port, project=project, db=db,
+                           models=list(model or []),
                            upstreams=list(upstream or []), redis=redis,
                            admin_token=admin_token, force_release=force_release,
                            release_reason=reason, forced_by=forced_by),

@@ -1,8 +1,14 @@
 """`persea serve`: open the database, load the models, start the gateway under uvicorn.
 
+What is served comes from the project's `serve:` section (persea.yaml; by default the
+project's student, once released by `persea gate`), with the routes over those models; the
+flags override it (`--model`/`--upstream` replace the models). Without a project and without
+those flags there is nothing to serve, and it says so in one line.
+
 On the first start with an empty database it creates a default plan that prices every served
-model, a default organisation and a first API key, and prints that key once, so that a new
-user can run `persea serve`, copy the key, and call the API with curl or the openai client.
+model (at its configured price, else DEFAULT_PRICE), a default organisation and a first API
+key, and prints that key once, so that a new user can run `persea serve`, copy the key, and
+call the API with curl or the openai client.
 """
 
 from __future__ import annotations
@@ -16,22 +22,27 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from persea.accounts import Accounts
-from persea.accounts.money import Price
+from persea.accounts.money import Price, format_money
 from persea.db import resolve_url, upgrade
 from persea.errors import PerseaError
 from persea.evaluate.release import require_release
+from persea.evaluate.targets import student_dir
 from persea.models.builtin import builtin_models
+from persea.project import PROJECT_FILE, LoadedProject, ServedModel, database_url, \
+    load_project
+from persea.route.breaker import BreakerSettings, make_breaker
+from persea.route.policy import Router, build_routes
 from persea.serve.limits import make_limiter
 
-DEFAULT_MODEL = "qwen3-toy=qwen3-toy"  # a built-in teacher, until a student is released
 DEFAULT_PRICE = ("0.50", "1.50")       # money per million input / output tokens
 log = logging.getLogger("persea.serve")
 
 
 @dataclass
 class ServeOptions:
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str | None = None  # None: the project's serve.host, else 127.0.0.1
+    port: int | None = None  # None: the project's serve.port, else 8000
+    project: Path | None = None  # None: ./persea.yaml when there is one
     db: str | None = None
     models: list[str] = field(default_factory=list)     # NAME=BUILTIN_OR_DIR
     upstreams: list[str] = field(default_factory=list)  # NAME=URL
@@ -65,13 +76,26 @@ def _require_release_of_directory(source: str, options: ServeOptions) -> None:
                         options.release_reason, options.forced_by, db=options.db)
 
 
-def build_backends(options: ServeOptions) -> dict:
+def find_project(options: ServeOptions) -> LoadedProject | None:
+    """The project whose `serve:` section applies: `--project`, else ./persea.yaml if any.
+    Without one, a model flag is needed: there is nothing else to serve."""
+    if options.project is not None:
+        return load_project(options.project)
+    if Path(PROJECT_FILE).is_file():
+        return load_project(".")
+    if not (options.models or options.upstreams):
+        raise PerseaError(f"no {PROJECT_FILE} here: serve a project's released student with "
+                          "`persea serve --project DIR`, or a built-in teacher with "
+                          "`persea serve --model NAME=qwen3-toy`")
+    return None
+
+
+def _flag_backends(options: ServeOptions) -> dict:
     from persea.serve.backends.builtin import load_builtin  # heavy: torch
     from persea.serve.backends.upstream import UpstreamBackend  # heavy: aiohttp
 
-    models = options.models or ([] if options.upstreams else [DEFAULT_MODEL])
     backends: dict = {}
-    for name, source in _pairs(models, "--model", "persea-small=qwen3-toy"):
+    for name, source in _pairs(options.models, "--model", "persea-small=qwen3-toy"):
         _require_release_of_directory(source, options)
         backend = load_builtin(name, source, torch_threads=options.torch_threads)
         backend.window = options.batch_window_ms / 1000
@@ -88,15 +112,113 @@ def build_backends(options: ServeOptions) -> dict:
     return backends
 
 
-def bootstrap(accounts, models: list[str]) -> str | None:
-    """On an empty database: a default plan pricing `models`, org `default`, a first key.
-    Returns the raw key (to print once), or None when the database already has orgs."""
+def _model_dir(project: LoadedProject, spec: ServedModel, i: int) -> Path:
+    where = f"{project.file}: serve.models[{i}] ({spec.name})"
+    if spec.student:
+        d = student_dir(project)
+        if not (d / "config.json").is_file():
+            raise PerseaError(f"{where}: no student at {d} yet; run `persea distill "
+                              f"--project {project.root}` first, or serve other models")
+        return d
+    d = project.resolve(spec.path)
+    if not d.is_dir():
+        raise PerseaError(f"{where}: path {spec.path!r} is not a model directory")
+    return d
+
+
+def _project_backends(project: LoadedProject, options: ServeOptions) -> dict:
+    from persea.serve.backends.builtin import load_builtin  # heavy: torch
+    from persea.serve.backends.upstream import UpstreamBackend  # heavy: aiohttp
+
+    backends: dict = {}
+    for i, spec in enumerate(project.spec.serve.models):
+        if spec.endpoint is not None:
+            key = None
+            if spec.api_key_env is not None:
+                key = os.environ.get(spec.api_key_env)
+                if not key:
+                    raise PerseaError(f"{project.file}: serve.models[{i}] ({spec.name}): "
+                                      f"${spec.api_key_env} is not set; it should hold the "
+                                      "key of that endpoint")
+            backends[spec.name] = UpstreamBackend(spec.name, spec.endpoint,
+                                                  upstream_model=spec.model or spec.name,
+                                                  api_key=key, timeout=spec.timeout_s)
+            continue
+        if spec.builtin is not None:
+            if spec.builtin not in builtin_models():
+                raise PerseaError(f"{project.file}: serve.models[{i}] ({spec.name}): no "
+                                  f"built-in model {spec.builtin!r}; there are "
+                                  f"{', '.join(builtin_models())}")
+            source = spec.builtin
+        else:  # the student or a model directory: served only once released
+            d = _model_dir(project, spec, i)
+            require_release(project, d, options.force_release, options.release_reason,
+                            options.forced_by, db=options.db)
+            source = str(d)
+        backend = load_builtin(spec.name, source, torch_threads=options.torch_threads)
+        backend.window = options.batch_window_ms / 1000
+        backends[spec.name] = backend
+    return backends
+
+
+def served_names(options: ServeOptions, project: LoadedProject | None) -> list[str]:
+    """The names of the models that will be served (before any is loaded)."""
+    if options.models or options.upstreams or project is None:
+        return [n for n, _ in _pairs(options.models, "--model", "persea-small=qwen3-toy")] + \
+            [n for n, _ in _pairs(options.upstreams, "--upstream", "big=http://h:8001/v1")]
+    return [m.name for m in project.spec.serve.models]
+
+
+def build_backends(options: ServeOptions, project: LoadedProject | None = None) -> dict:
+    """The served models: the flags' when given, else the project's `serve.models`."""
+    if options.models or options.upstreams or project is None:
+        return _flag_backends(options)
+    return _project_backends(project, options)
+
+
+def build_router(project: LoadedProject | None, served, redis_url: str | None) -> Router:
+    """The project's routes over the `served` models, with a breaker per model (in Redis
+    when `redis_url` is given); PerseaError in one line for a route that cannot work."""
+    if project is None:
+        return Router({}, make_breaker(BreakerSettings(), redis_url))
+    spec = project.spec.serve
+    try:
+        routes, latency = build_routes(spec.routes, list(served), root=project.root)
+    except PerseaError as err:
+        raise PerseaError(f"{project.file}: {err.message}") from None
+    settings = BreakerSettings(spec.breaker.failures, spec.breaker.open_s,
+                               spec.breaker.probe_s)
+    return Router(routes, make_breaker(settings, redis_url), latency)
+
+
+def prices_of(project: LoadedProject | None) -> dict[str, Price]:
+    """The configured price of each model (per million tokens, as plans keep them)."""
+    if project is None:
+        return {}
+    return {m.name: Price(*m.price.per_mtok()) for m in project.spec.serve.models
+            if m.price is not None}
+
+
+def bootstrap(accounts, models: list[str], prices: dict[str, Price] | None = None
+              ) -> str | None:
+    """On an empty database: a default plan pricing `models` (at `prices`, else
+    DEFAULT_PRICE), org `default`, a first key. Returns the raw key (to print once), or None
+    when the database already has orgs."""
     if accounts.admin.orgs():
         return None
-    price = Price(Decimal(DEFAULT_PRICE[0]), Decimal(DEFAULT_PRICE[1]))
-    accounts.admin.create_plan("default", {m: price for m in models}, actor="persea serve")
+    default = Price(Decimal(DEFAULT_PRICE[0]), Decimal(DEFAULT_PRICE[1]))
+    prices = prices or {}
+    accounts.admin.create_plan("default", {m: prices.get(m, default) for m in models},
+                               actor="persea serve")
     accounts.admin.create_org("default", "default", actor="persea serve")
     return accounts.admin.create_key("default", name="first key", actor="persea serve").raw_key
+
+
+def _priced(models: list[str], prices: dict[str, Price]) -> str:
+    default = f"{DEFAULT_PRICE[0]}/{DEFAULT_PRICE[1]}"
+    return ", ".join(f"{m} at " + (f"{format_money(prices[m].input_per_mtok)}/"
+                                   f"{format_money(prices[m].output_per_mtok)}"
+                                   if m in prices else default) for m in models)
 
 
 def safe_url(url: str) -> str:
@@ -108,35 +230,44 @@ def run_serve(options: ServeOptions, echo=print) -> None:
 
     from persea.serve.app import create_app  # heavy: fastapi
 
-    url = resolve_url(options.db)
+    project = find_project(options)
+    spec = project.spec.serve if project is not None else None
+    host = options.host or (spec.host if spec else "127.0.0.1")
+    port = options.port or (spec.port if spec else 8000)
+    redis = options.redis or (spec.redis if spec else None)
+    url = database_url(options.db, project) if project is not None else resolve_url(options.db)
     try:
         upgrade(url)
     except Exception as err:  # noqa: BLE001 - say which database, never its password
         raise PerseaError(f"cannot open the database {safe_url(url)} "
                           f"({type(err).__name__})") from None
+    options.db = url  # release records go to the database being served from
+    router = build_router(project, served_names(options, project), redis)  # checked first
+    backends = build_backends(options, project)
     accounts = Accounts(url, actor="persea serve")
-    backends = build_backends(options)
-    first_key = bootstrap(accounts, list(backends))
+    prices = prices_of(project)
+    first_key = bootstrap(accounts, list(backends), prices)
     if first_key:
-        echo(f"created org 'default' on plan 'default' ({', '.join(backends)} at "
-             f"{DEFAULT_PRICE[0]}/{DEFAULT_PRICE[1]} per million tokens)")
+        echo(f"created org 'default' on plan 'default' ({_priced(list(backends), prices)} "
+             "per million tokens)")
         echo(f"first API key (shown once, store it now): {first_key}")
     unpriced = sorted(set(backends) - {m for p in accounts.admin.plans() for m in p.prices})
     if unpriced:
         echo(f"note: no plan sells {', '.join(unpriced)} yet; price it with the admin API "
              "or CLI before anyone can call it")
     admin_token = options.admin_token or os.environ.get("PERSEA_ADMIN_TOKEN")
-    app = create_app(accounts, backends, limiter=make_limiter(options.redis),
-                     admin_token=admin_token, body_limit=options.body_limit)
+    app = create_app(accounts, backends, limiter=make_limiter(redis),
+                     admin_token=admin_token, body_limit=options.body_limit, router=router)
+    offered = [*backends, *router.routes]
     if first_key:
-        base = f"http://{options.host}:{options.port}/v1"
+        base = f"http://{host}:{port}/v1"
         echo(f"try it: export PERSEA_KEY=<the key above>; curl {base}/chat/completions "
              f"-H \"Authorization: Bearer $PERSEA_KEY\" -H \"Content-Type: application/json\" "
-             f"-d '{{\"model\": \"{next(iter(backends))}\", \"messages\": [{{\"role\": "
-             f"\"user\", \"content\": \"What is 12 plus 30?\"}}]}}'")
-    echo(f"serving {', '.join(backends)} on http://{options.host}:{options.port}/v1 "
-         f"(database {safe_url(url)}; rate limits "
-         f"{'in Redis' if options.redis else 'in this process'}; admin API "
+             f"-d '{{\"model\": \"{(list(router.routes) or list(backends))[0]}\", "
+             f"\"messages\": [{{\"role\": \"user\", \"content\": \"What is 12 plus "
+             "30?\"}]}'")
+    echo(f"serving {', '.join(offered)} on http://{host}:{port}/v1 "
+         f"(database {safe_url(url)}; rate limits and breakers "
+         f"{'in Redis' if redis else 'in this process'}; admin API "
          f"{'on' if admin_token else 'off'})")
-    uvicorn.run(app, host=options.host, port=options.port, access_log=False,
-                log_level="warning")
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")

@@ -15,7 +15,9 @@ How the gateway tables fit together:
   budget check is one conditional UPDATE of this row;
 - `reservations`: money held for a request in flight, until settled, released or expired;
 - `usage_records`: one row per finished request, with a unique `request_id` (the
-  idempotency key), exact token counts and the prices that were applied;
+  idempotency key), exact token counts and the prices that were applied; `model` is the
+  model that answered, `route` the route asked for (if any) and `attempts` how many models
+  were tried;
 - `audit_log`: one row per admin action; never a secret.
 """
 
@@ -118,6 +120,10 @@ usage_records = sa.Table(
     sa.Column("output_cost", Money, nullable=False),
     sa.Column("cost", Money, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # the route the caller asked for (NULL: it named the model), and how many models were
+    # tried before `model` answered (failed attempts are not charged)
+    sa.Column("route", sa.String(200), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("1")),
     sa.Index(None, "org_id", "month"),
 )
 

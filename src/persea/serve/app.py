@@ -1,9 +1,9 @@
 """The gateway's app factory: FastAPI with the OpenAI routes, operations and admin.
 
 `create_app` wires what it is given (an `Accounts`, the backends by served model name, a rate
-limiter) and owns their lifecycle: at startup it starts the backends and calls
-`accounts.reconcile()` (a gateway killed mid-request left reservations held); at shutdown it
-closes them. No route serves model files, and FastAPI's interactive docs are off: the
+limiter, a `Router` with the routes and their breakers) and owns their lifecycle: at startup
+it starts the backends and calls `accounts.reconcile()` (a gateway killed mid-request left
+reservations held); at shutdown it closes them. No route serves model files, and FastAPI's interactive docs are off: the
 gateway's surface is the OpenAI API, `/healthz`, `/readyz`, `/metrics` and `/admin`.
 """
 
@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 
 from persea.errors import PerseaError
 from persea.accounts import Accounts, AccountsError
+from persea.route.policy import Router
 from persea.serve.backends.base import Backend
 from persea.serve.errors import ApiError, EdgeMiddleware, error_response, \
     install_error_handlers
@@ -46,10 +47,11 @@ def _route_label(path: str) -> str:
 def create_app(accounts: Accounts, backends: dict[str, Backend], *,
                limiter: Limiter | None = None, admin_token: str | None = None,
                body_limit: int = DEFAULT_BODY_LIMIT, db_threads: int = 8,
-               reconcile: bool = True) -> FastAPI:
+               reconcile: bool = True, router: Router | None = None) -> FastAPI:
     metrics = Metrics()
     limiter = limiter or MemoryLimiter()
-    gateway = Gateway(accounts, backends, limiter, metrics, db_threads=db_threads)
+    gateway = Gateway(accounts, backends, limiter, metrics, db_threads=db_threads,
+                      router=router)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -71,6 +73,7 @@ def create_app(accounts: Accounts, backends: dict[str, Backend], *,
             for backend in backends.values():
                 await backend.aclose()
             await limiter.aclose()
+            await gateway.router.aclose()
             gateway.close()
 
     app = FastAPI(title="persea gateway", lifespan=lifespan, docs_url=None, redoc_url=None,

@@ -25,13 +25,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 import sqlalchemy as sa
 
 from persea.accounts import Accounts, AccountsError, Caller, Reservation
+from persea.route.breaker import MemoryBreaker
+from persea.route.policy import Route, Router
 from persea.serve.backends.base import (Backend, BackendError, Piece, Prepared, Prompt,
                                         Reported, Result, Sampling)
 from persea.serve.errors import ApiError, bad_request, refusal
@@ -51,9 +54,20 @@ def api_error(err: AccountsError) -> ApiError:
 
 
 @dataclass
+class Candidate:
+    """One model that may answer a request, with the prompt made ready for it."""
+
+    model: str
+    backend: Backend
+    prepared: Prepared
+    sampling: Sampling
+
+
+@dataclass
 class Admission:
     """A request that passed every check and holds a reservation: it must end in exactly one
-    of `settle` or `release`."""
+    of `settle` or `release`. `model`, `backend`, `prepared` and `sampling` are those of the
+    model trying (then: that answered); a routed request has several `candidates`."""
 
     request_id: str
     caller: Caller
@@ -64,6 +78,15 @@ class Admission:
     reservation: Reservation
     tpm: Ask | None
     done: bool = False
+    route: Route | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    attempts: int = 0  # models tried so far, the one trying now included
+    skipped: list[str] = field(default_factory=list)  # their breaker was open
+    started: float = 0.0  # router clock at admission: the route's deadline counts from it
+
+    def use(self, c: Candidate) -> None:
+        self.model, self.backend, self.prepared, self.sampling = (c.model, c.backend,
+                                                                  c.prepared, c.sampling)
 
 
 @dataclass(frozen=True)
@@ -100,13 +123,22 @@ def backend_refusal(err: BackendError) -> ApiError:
                    reason="backend_error")
 
 
+def _messages(prompt: Prompt) -> list[dict[str, str]]:
+    """What a routing policy sees of a prompt: chat messages (a plain prompt is one user
+    message)."""
+    if prompt.kind == "text":
+        return [{"role": "user", "content": prompt.text}]
+    return [{"role": r, "content": c} for r, c in prompt.messages]
+
+
 class Gateway:
     def __init__(self, accounts: Accounts, backends: dict[str, Backend], limiter: Limiter,
-                 metrics: Metrics, *, db_threads: int = 8):
+                 metrics: Metrics, *, db_threads: int = 8, router: Router | None = None):
         self.accounts = accounts
         self.backends = backends
         self.limiter = limiter
         self.metrics = metrics
+        self.router = router or Router({}, MemoryBreaker())
         # Reads are few (authentication misses, readiness, admin): a small pool. Together
         # with the writers they stay within SQLAlchemy's default 15 pooled connections.
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="persea-db")
@@ -128,11 +160,12 @@ class Gateway:
         return await self._answer(
             asyncio.get_running_loop().run_in_executor(self._pool, fn, *args))
 
-    async def write(self, make_op, *args, key: str, urgent: bool = True):
-        """Build an Accounts op (`make_op(*args)`: bad arguments are refused here) and await
-        it through the group-commit writer; `key` orders locks inside a batch (the org)."""
+    async def write(self, make_op, *args, key: str, urgent: bool = True, **kwargs):
+        """Build an Accounts op (`make_op(*args, **kwargs)`: bad arguments are refused here)
+        and await it through the group-commit writer; `key` orders locks inside a batch (the
+        org)."""
         try:
-            op = make_op(*args)
+            op = make_op(*args, **kwargs)
         except AccountsError as err:
             raise api_error(err) from None
         return await self._answer(self.writer.run(op, urgent=urgent, key=key))
@@ -183,34 +216,92 @@ class Gateway:
             raise api_error(err) from None
         return backend
 
+    def route_models(self, caller: Caller, route: str, names: list[str]) -> list[str]:
+        """Those of `names` this caller may be answered by through `route`: its plan sells
+        them and its key allows them (a route is open to whoever may use one of its
+        models); 403 when none is left."""
+        allowed = []
+        for name in names:
+            try:
+                self.accounts.check_model(caller, name)
+            except AccountsError:
+                continue
+            allowed.append(name)
+        if not allowed:
+            raise ApiError(403, f"no model of route {route!r} is available on your plan or "
+                           "key", code="model_not_allowed", param="model")
+        return allowed
+
+    def may_use_route(self, caller: Caller, route: str) -> bool:
+        try:
+            self.route_models(caller, route, self.router.models(route))
+        except ApiError:
+            return False
+        return True
+
+    async def _prepare(self, backend: Backend, prompt: Prompt) -> Prepared:
+        size = len(prompt.text) + sum(len(c) for _, c in prompt.messages)
+        if size > INLINE_TOKENIZE_CHARS:  # a long prompt would hold up every other request
+            return await asyncio.to_thread(backend.prepare, prompt)
+        return backend.prepare(prompt)
+
+    async def _candidates(self, caller: Caller, req: AnyRequest, prompt: Prompt,
+                          prompt_param: str) -> tuple[Route | None, list[Candidate]]:
+        route = None if req.model in self.backends else self.router.get(req.model)
+        if route is None:
+            backend = self.backend_for(caller, req.model)
+            if not backend.ready:
+                raise ApiError(503, f"model {req.model} is still loading",
+                               code="model_not_ready")
+            prepared = await self._prepare(backend, prompt)
+            max_tokens = bound_max_tokens(req, prepared, prompt_param)
+            return None, [Candidate(req.model, backend, prepared,
+                                    sampling_for(caller, req, max_tokens))]
+        names = self.route_models(caller, route.name,
+                                  self.router.order(route.name, _messages(prompt)))
+        out: list[Candidate] = []
+        refused: ApiError | None = None
+        for name in names:
+            backend = self.backends[name]
+            if not backend.ready:
+                continue
+            prepared = await self._prepare(backend, prompt)
+            try:  # a model whose context cannot hold this request is not a candidate
+                max_tokens = bound_max_tokens(req, prepared, prompt_param)
+            except ApiError as err:
+                refused = refused or err
+                continue
+            out.append(Candidate(name, backend, prepared, sampling_for(caller, req, max_tokens)))
+        if not out:
+            raise refused or ApiError(503, f"no model of route {route.name!r} is loaded yet",
+                                      code="model_not_ready")
+        return route, out
+
     async def admit(self, caller: Caller, req: AnyRequest, prompt: Prompt,
                     prompt_param: str, id_prefix: str) -> Admission:
         unsupported = refuse_unsupported(req)
         if unsupported:
             raise bad_request(unsupported[1], unsupported[0], "unsupported")
-        backend = self.backend_for(caller, req.model)
-        if not backend.ready:
-            raise ApiError(503, f"model {req.model} is still loading", code="model_not_ready")
-        size = len(prompt.text) + sum(len(c) for _, c in prompt.messages)
-        if size > INLINE_TOKENIZE_CHARS:  # a long prompt would hold up every other request
-            prepared = await asyncio.to_thread(backend.prepare, prompt)
-        else:
-            prepared = backend.prepare(prompt)
-        max_tokens = bound_max_tokens(req, prepared, prompt_param)
-        sampling = sampling_for(caller, req, max_tokens)
-        worst = max_tokens * sampling.n
-        tpm = await self._limit(caller, prepared.prompt_tokens + worst)
+        route, candidates = await self._candidates(caller, req, prompt, prompt_param)
+        first = candidates[0]
+        n = first.sampling.n
+        tpm = await self._limit(caller, max(c.prepared.prompt_tokens + c.sampling.max_tokens * n
+                                            for c in candidates))
         request_id = f"{id_prefix}-{secrets.token_hex(12)}"
+        instead = [(c.model, c.prepared.prompt_tokens, c.sampling.max_tokens * n)
+                   for c in candidates[1:]]
         try:
-            reservation = await self.write(self.accounts.reserve_op, caller, req.model,
-                                           prepared.prompt_tokens, worst, request_id,
-                                           key=caller.org_id)
+            reservation = await self.write(
+                self.accounts.reserve_op, caller, first.model, first.prepared.prompt_tokens,
+                first.sampling.max_tokens * n, request_id, instead=instead,
+                key=caller.org_id)
         except ApiError:
             if tpm is not None:  # refused (402): it will use none of the tokens it took
                 await self.limiter.refund(tpm)
             raise
-        return Admission(request_id, caller, req.model, backend, prepared, sampling,
-                         reservation, tpm)
+        return Admission(request_id, caller, first.model, first.backend, first.prepared,
+                         first.sampling, reservation, tpm, route=route, candidates=candidates,
+                         started=self.router.clock())
 
     async def _limit(self, caller: Caller, tokens: int) -> Ask | None:
         plan = caller.plan
@@ -241,36 +332,157 @@ class Gateway:
         return tpm
 
     # -- the model ----------------------------------------------------------------------
-    async def complete(self, adm: Admission) -> Result:
-        """The whole answer; settled (lazily) with its exact counts, or released when the
-        backend fails or the caller goes away before it is given."""
-        self.metrics.in_flight.labels(adm.model).inc()
+    # A request that names a model goes to it once. A routed one tries its candidates in
+    # order: a model whose breaker is open is skipped (not an attempt); a retryable failure
+    # (no answer, a timeout, a 5xx, a 429) passes to the next, until one answers, the
+    # route's `max_attempts` have been made or its deadline has passed. The reservation
+    # covers the dearest candidate; the one that answers is charged, at its own price;
+    # failed attempts cost nothing. A stream falls over only before its first token.
+
+    async def _tries(self, adm: Admission) -> AsyncIterator[tuple[Candidate, float | None]]:
+        """The candidates to try, in order, each with its time limit (None: the backend's
+        own); `adm` is switched to each as it is yielded."""
+        route = adm.route
+        if route is None:
+            adm.use(adm.candidates[0])
+            adm.attempts = 1
+            yield adm.candidates[0], None
+            return
+        for c in adm.candidates:
+            if adm.attempts >= route.max_attempts:
+                return
+            left = route.deadline_s - (self.router.clock() - adm.started)
+            if left <= 0:
+                return
+            if not await self.router.breaker.allow(c.model):
+                adm.skipped.append(c.model)
+                continue
+            adm.use(c)
+            adm.attempts += 1
+            yield c, min(left, route.attempt_timeout_s or left)
+
+    @staticmethod
+    async def _timed(awaitable, limit: float | None, model: str):
+        if limit is None:
+            return await awaitable
         try:
-            result = await adm.backend.complete(adm.prepared, adm.sampling)
-        except BackendError as err:
-            await self.release(adm)
-            raise backend_refusal(err) from None
-        except BaseException:
-            await self.release(adm)  # cancelled (caller gone) or a bug: nothing was delivered
-            raise
-        finally:
-            self.metrics.in_flight.labels(adm.model).dec()
-        self.settle_soon(adm, result.prompt_tokens, result.completion_tokens)
-        return result
+            async with asyncio.timeout(limit):  # in this task: a stream goes on in it
+                return await awaitable
+        except TimeoutError:
+            raise BackendError(f"{model} did not answer within {limit:g} s") from None
+
+    async def _outcome(self, adm: Admission, error: BackendError | None,
+                       seconds: float = 0.0) -> None:
+        """A routed attempt's outcome, for the model's breaker, latency and metrics. A model
+        that refused the request itself (a 4xx other than 429) did answer: its breaker
+        counts that as alive."""
+        if adm.route is None:
+            return
+        self.metrics.route_attempts.labels(adm.route.name, adm.model,
+                                           "answered" if error is None else "failed").inc()
+        if error is None:
+            self.router.latency.observe(adm.model, seconds)
+        else:
+            self.metrics.backend_errors.labels(adm.model).inc()
+        await self.router.breaker.record(adm.model, error is None or not error.retryable)
+
+    def _exhausted(self, adm: Admission, failure: BackendError | None) -> ApiError:
+        name = adm.route.name
+        if failure is None:
+            return ApiError(503, f"no model of route {name!r} is available now (circuit open: "
+                            f"{', '.join(adm.skipped)}); you were not charged, retry later",
+                            code="service_unavailable", reason="route_unavailable")
+        return ApiError(502, f"route {name!r}: {adm.attempts} attempt(s) failed, the last "
+                        f"with: {failure.message}; you were not charged",
+                        code="backend_error", reason="backend_error")
+
+    async def complete(self, adm: Admission) -> Result:
+        """The whole answer; settled (lazily) with its exact counts, or released when every
+        model tried fails or the caller goes away before it is given."""
+        failure: BackendError | None = None
+        async for c, limit in self._tries(adm):
+            self.metrics.in_flight.labels(c.model).inc()
+            started = time.perf_counter()
+            try:
+                result = await self._timed(c.backend.complete(c.prepared, c.sampling), limit,
+                                           c.model)
+            except BackendError as err:
+                if adm.route is not None:
+                    await self._outcome(adm, err)
+                    if err.retryable:
+                        failure = err
+                        continue
+                await self.release(adm, error=adm.route is None)
+                raise backend_refusal(err) from None
+            except BaseException:
+                await self.release(adm)  # cancelled (caller gone) or a bug: nothing delivered
+                raise
+            finally:
+                self.metrics.in_flight.labels(c.model).dec()
+            await self._outcome(adm, None, time.perf_counter() - started)
+            self.settle_soon(adm, result.prompt_tokens, result.completion_tokens)
+            return result
+        await self.release(adm, error=False)
+        raise self._exhausted(adm, failure)
+
+    @staticmethod
+    async def _first_token(pieces: AsyncIterator[Piece | Reported]) -> list:
+        """Items of a stream up to its first piece (or its end)."""
+        items = []
+        async for item in pieces:
+            items.append(item)
+            if isinstance(item, Piece):
+                break
+        return items
 
     async def stream(self, adm: Admission) -> AsyncIterator[Piece | Charged]:
         """The answer piece by piece, then `Charged` once settled with the exact counts.
         A backend failure releases the reservation and raises the refusal (ApiError); a
         stream closed early (the caller went away) is charged for what it produced."""
+        failure: BackendError | None = None
+        pieces = None
+        first: list = []
+        async for c, limit in self._tries(adm):
+            pieces = c.backend.stream(c.prepared, c.sampling)
+            started = time.perf_counter()
+            try:
+                first = await self._timed(self._first_token(pieces), limit, c.model)
+            except BackendError as err:
+                await pieces.aclose()
+                pieces = None
+                if adm.route is not None:
+                    await self._outcome(adm, err)
+                    if err.retryable:
+                        failure = err
+                        continue
+                await self.release(adm, error=adm.route is None)
+                raise backend_refusal(err) from None
+            except BaseException:
+                # the caller went away (or a bug) before the first token: charged for the
+                # prompt, as any stream cut short is for what it produced
+                if not adm.done:
+                    self.settle_now(adm, adm.prepared.prompt_tokens, 0)
+                await pieces.aclose()
+                raise
+            await self._outcome(adm, None, time.perf_counter() - started)
+            break
+        if pieces is None:
+            await self.release(adm, error=False)
+            raise self._exhausted(adm, failure)
         tally = _Tally(adm)
         self.metrics.in_flight.labels(adm.model).inc()
         finished = False
         try:
             try:
-                async for item in adm.backend.stream(adm.prepared, adm.sampling):
+                for item in first:
                     if tally.add(item):
                         yield item
-            except BackendError as err:
+                async for item in pieces:
+                    if tally.add(item):
+                        yield item
+            except BackendError as err:  # after the first token: no other model can take over
+                if adm.route is not None:
+                    await self.router.breaker.record(adm.model, False)
                 await self.release(adm)
                 raise backend_refusal(err) from None
             finished = True
@@ -282,6 +494,7 @@ class Gateway:
             if not finished and not adm.done:
                 # The caller went away (or the task is torn down): charge what was produced.
                 self.settle_now(adm, *tally.counts())
+            await pieces.aclose()
 
     # -- after the model --------------------------------------------------------------
     def settle_soon(self, adm: Admission, prompt_tokens: int, completion_tokens: int) -> None:
@@ -303,7 +516,8 @@ class Gateway:
         adm.done = True
         try:
             await self.write(self.accounts.settle_op, adm.reservation, prompt_tokens,
-                             completion_tokens, key=adm.caller.org_id, urgent=urgent)
+                             completion_tokens, key=adm.caller.org_id, urgent=urgent,
+                             **self._answered(adm))
         except Exception as err:  # noqa: BLE001 - the answer is given; reconcile frees it
             log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
             return
@@ -318,7 +532,8 @@ class Gateway:
         adm.done = True
         try:
             future = self.writer.submit(
-                self.accounts.settle_op(adm.reservation, prompt_tokens, completion_tokens),
+                self.accounts.settle_op(adm.reservation, prompt_tokens, completion_tokens,
+                                        **self._answered(adm)),
                 urgent=False, key=adm.caller.org_id)
         except Exception as err:  # noqa: BLE001
             log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
@@ -339,11 +554,21 @@ class Gateway:
             return
         await self._after(adm, prompt_tokens, completion_tokens)
 
-    async def release(self, adm: Admission) -> None:
+    @staticmethod
+    def _answered(adm: Admission) -> dict:
+        """What the usage record says of who answered: the model, the route, the attempts."""
+        if adm.route is None:
+            return {}
+        return {"model": adm.model, "route": adm.route.name, "attempts": adm.attempts}
+
+    async def release(self, adm: Admission, error: bool = True) -> None:
+        """Give the reservation back: nothing is charged. `error`: count it as a backend
+        error of the model trying (a routed attempt's failure is counted when it fails)."""
         if adm.done:
             return
         adm.done = True
-        self.metrics.backend_errors.labels(adm.model).inc()
+        if error:
+            self.metrics.backend_errors.labels(adm.model).inc()
         try:
             await self.write(self.accounts.release_op, adm.reservation,
                              key=adm.caller.org_id)

@@ -34,6 +34,9 @@ class Metrics:
         self.backend_errors = Counter("persea_backend_errors_total",
                                       "Backend failures (reservation released)", ["model"],
                                       registry=r)
+        self.route_attempts = Counter("persea_route_attempts_total",
+                                      "Attempts of routed requests, by route, model and outcome",
+                                      ["route", "model", "outcome"], registry=r)
         self.in_flight = Gauge("persea_requests_in_flight", "Requests being generated",
                                ["model"], registry=r)
 

@@ -3,7 +3,9 @@ benchmark (bench/gateway_overhead.py) both serve through it.
 
 It answers `POST /v1/chat/completions` and `POST /v1/completions` with a canned reply, one
 word per token, whole or streamed, always with `usage` (streams: in a last chunk when
-`stream_options.include_usage` is set, as vLLM does). Bare ASGI and no validation, so that
+`stream_options.include_usage` is set, as vLLM does). Faults on demand: the next requests
+refused with a status (`fail_next`, `fail_status`), a delay before answering, a stream that
+breaks off after some chunks (`cut_after`). Bare ASGI and no validation, so that
 when the benchmark calls it directly it costs as little as a server can, and what the
 gateway adds over it is what is measured. `LiveServer` runs any ASGI app under a real uvicorn
 on a free loopback port in a background thread.
@@ -27,7 +29,10 @@ class StubUpstream:
         self.words = reply.split(" ")
         self.token_delay = token_delay
         self.requests: list[dict] = []  # bodies as received
-        self.fail_next = 0  # answer this many requests with a 500
+        self.fail_next = 0  # answer this many requests with `fail_status`
+        self.fail_status = 500
+        self.delay = 0.0  # seconds before answering (whole or first chunk)
+        self.cut_after: int | None = None  # a stream breaks off after this many chunks
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -53,9 +58,11 @@ class StubUpstream:
         self.requests.append(req)
         if self.fail_next:
             self.fail_next -= 1
-            return await _send(send, 500, {"error": {"message": "stub failure",
-                                                     "type": "server_error", "param": None,
-                                                     "code": None}})
+            return await _send(send, self.fail_status, {"error": {
+                "message": "stub failure", "type": "server_error", "param": None,
+                "code": None}})
+        if self.delay:
+            await asyncio.sleep(self.delay)
         chat = path == "/v1/chat/completions"
         n = int(req.get("n") or 1)
         words = self.words[:int(req.get("max_tokens") or len(self.words))]
@@ -83,6 +90,8 @@ class StubUpstream:
                         "body": b"data: " + json.dumps(chunk).encode() + b"\n\n"})
 
         for t, word in enumerate(words):
+            if self.cut_after is not None and t >= self.cut_after:
+                raise ConnectionAbortedError("stub stream cut")  # uvicorn drops the connection
             if self.token_delay:
                 await asyncio.sleep(self.token_delay)
             piece = word if t == 0 else " " + word

@@ -18,12 +18,23 @@ from persea.errors import Kind
 
 class BackendError(Exception):
     """The backend could not answer; the message is safe to show a caller. `kind` says
-    whose fault: a model server behind us (`upstream_failed`) or our own model (`internal`)."""
+    whose fault: a model server behind us (`upstream_failed`) or our own model (`internal`).
+    `status` is the upstream's HTTP status when it answered one (None: no answer at all, a
+    timeout, or our own model failed)."""
 
-    def __init__(self, message: str, kind: Kind = Kind.UPSTREAM_FAILED):
+    def __init__(self, message: str, kind: Kind = Kind.UPSTREAM_FAILED,
+                 status: int | None = None):
         super().__init__(message)
         self.message = message
         self.kind = kind
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        """Another model may well answer: no answer at all (connection refused or reset, a
+        timeout), a server error (5xx) or a refusal to take more now (429). Any other status
+        says the request itself was refused, and another model would refuse it too."""
+        return self.status is None or self.status == 429 or self.status >= 500
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,8 @@ class UpstreamBackend:
         try:
             async with self._client.post(self.base_url + path, json=body) as r:
                 if r.status != 200:
-                    raise BackendError(f"upstream for {self.name} answered {r.status}")
+                    raise BackendError(f"upstream for {self.name} answered {r.status}",
+                                       status=r.status)
                 data = await r.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError) as err:
             raise BackendError(f"upstream for {self.name} unreachable "
@@ -125,7 +126,8 @@ class UpstreamBackend:
         try:
             async with self._client.post(self.base_url + path, json=body) as r:
                 if r.status != 200:
-                    raise BackendError(f"upstream for {self.name} answered {r.status}")
+                    raise BackendError(f"upstream for {self.name} answered {r.status}",
+                                       status=r.status)
                 async for raw in r.content:
                     line = raw.decode("utf-8", "replace").strip()
                     if not line.startswith("data:"):

@@ -1,6 +1,8 @@
 """`POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`.
 
-Each answer's `x-request-id` header is its id, the key of its usage record. Each handler
+Each answer's `x-request-id` header is its id, the key of its usage record; its
+`x-persea-model` header, like its `model` field, names the model that answered (for a
+route, one of its models). Each handler
 authenticates before it parses the body (an anonymous caller learns nothing
 about the request format), validates it against the wire types (a 400 naming the field),
 passes it through the gateway's checks and reservation, then answers whole or as server-sent
@@ -28,10 +30,11 @@ from persea.serve.wire import (AssistantMessage, ChatChoice, ChatCompletion, Cha
 router = APIRouter()
 
 JSON = "application/json"
+MODEL_HEADER = "x-persea-model"  # the model that answered
 
 
-def _json(model, request_id: str | None = None) -> Response:
-    headers = {"x-request-id": request_id} if request_id else None
+def _json(model, adm: Admission | None = None) -> Response:
+    headers = {"x-request-id": adm.request_id, MODEL_HEADER: adm.model} if adm else None
     return Response(model.model_dump_json(exclude_none=False), media_type=JSON,
                     headers=headers)
 
@@ -51,6 +54,7 @@ async def list_models(request: Request):
     gw: Gateway = request.app.state.gateway
     caller = await gw.authenticate(request.headers.get("authorization"))
     names = [m for m in gw.accounts.models_for(caller) if m in gw.backends]
+    names += sorted(r for r in gw.router.routes if gw.may_use_route(caller, r))
     return _json(ModelList(data=[ModelCard(id=m) for m in names]))
 
 
@@ -58,7 +62,10 @@ async def list_models(request: Request):
 async def get_model(model: str, request: Request):
     gw: Gateway = request.app.state.gateway
     caller = await gw.authenticate(request.headers.get("authorization"))
-    gw.backend_for(caller, model)
+    if model in gw.router.routes and model not in gw.backends:
+        gw.route_models(caller, model, gw.router.models(model))
+    else:
+        gw.backend_for(caller, model)
     return _json(ModelCard(id=model))
 
 
@@ -69,7 +76,7 @@ async def chat_completions(request: Request):
     prompt = Prompt("chat", tuple((m.role, m.text()) for m in req.messages))
     adm = await gw.admit(caller, req, prompt, "messages", "chatcmpl")
     if req.stream:
-        return await _sse(_chat_events(gw, adm, req), adm.request_id)
+        return await _sse(_chat_events(gw, adm, req), adm)
     result = await gw.complete(adm)
     return _json(ChatCompletion(
         id=adm.request_id, model=adm.model, usage=Usage.of(result.prompt_tokens,
@@ -77,7 +84,7 @@ async def chat_completions(request: Request):
         choices=[ChatChoice(index=c.index, message=AssistantMessage(content=c.text),
                             finish_reason=c.finish_reason or "stop",
                             logprobs=_chat_logprobs(c.logprobs, adm))
-                 for c in result.choices]), adm.request_id)
+                 for c in result.choices]), adm)
 
 
 @router.post("/v1/completions")
@@ -86,7 +93,7 @@ async def completions(request: Request):
     caller, req = await _parse(request, gw, CompletionRequest)
     adm = await gw.admit(caller, req, Prompt("text", text=req.prompt_text()), "prompt", "cmpl")
     if req.stream:
-        return await _sse(_completion_events(gw, adm, req), adm.request_id)
+        return await _sse(_completion_events(gw, adm, req), adm)
     result = await gw.complete(adm)
     return _json(Completion(
         id=adm.request_id, model=adm.model, usage=Usage.of(result.prompt_tokens,
@@ -94,7 +101,7 @@ async def completions(request: Request):
         choices=[CompletionChoice(index=c.index, text=c.text,
                                   finish_reason=c.finish_reason or "stop",
                                   logprobs=_completion_logprobs(c.logprobs, adm))
-                 for c in result.choices]), adm.request_id)
+                 for c in result.choices]), adm)
 
 
 # -- logprobs in both wire shapes -------------------------------------------------------
@@ -128,9 +135,10 @@ def _completion_logprobs(lps, adm: Admission, offset: int = 0) -> CompletionLogp
 # -- streaming ---------------------------------------------------------------------------
 
 
-async def _sse(events, request_id: str) -> StreamingResponse:
+async def _sse(events, adm: Admission) -> StreamingResponse:
     """Waits for the first chunk before answering, so a backend that fails at once is a
-    502 with an error body, not a 200 stream holding an error event."""
+    502 with an error body, not a 200 stream holding an error event (and a route's next
+    model can still answer: the model header names the one that did)."""
     try:
         first = await events.__anext__()
     except StopAsyncIteration:
@@ -147,7 +155,8 @@ async def _sse(events, request_id: str) -> StreamingResponse:
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                      "x-request-id": request_id})
+                                      "x-request-id": adm.request_id,
+                                      MODEL_HEADER: adm.model})
 
 
 def _data(model) -> bytes:
