@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import sys
-import types
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import yaml
 
+from persea.route import learned
 from persea.route.policy import LatencyBoard, LeastLatency, Learned, Weighted, build_routes
 from tests.cli_helpers import run_cli
 from tests.route.route_env import routes_of
@@ -76,29 +75,31 @@ def test_a_route_over_a_model_the_flags_no_longer_serve(tmp_path, capsys, monkey
     assert code == 2 and "`b` is neither a served model (a) nor a route" in err
 
 
-def test_a_learned_route_without_its_module_stops_the_start(tmp_path, capsys, monkeypatch):
+def test_a_damaged_router_file_stops_the_start(tmp_path, capsys, monkeypatch):
     (tmp_path / "proj").mkdir()
     (tmp_path / "proj" / "router.bin").write_bytes(b"x")
     project = _project(tmp_path, {"models": MODELS, "routes": {"smart": {
         "policy": "learned", "models": ["a", "b"], "router": "router.bin",
         "threshold": 0.5}}})
-    monkeypatch.setitem(sys.modules, "persea.route.learned", None)  # import fails
     code, err = _serve(capsys, monkeypatch, project)
-    assert code == 2 and "policy `learned` needs persea.route.learned" in err
+    assert code == 2 and "serve.routes.smart.router" in err and "router.bin" in err
     assert len(err.splitlines()) == 1
 
 
 def _fake_learned(monkeypatch, choose_for):
     """A stand-in persea.route.learned that records how it was loaded."""
     loaded = []
-    module = types.ModuleType("persea.route.learned")
 
-    def load_router(path, served_models, threshold):
-        loaded.append((Path(path).name, list(served_models), threshold))
-        return choose_for(threshold)
+    class Router:  # the shape of persea.route.learned.Router
+        def choose(self, messages, threshold):
+            loaded.append(("choose", threshold))
+            return choose_for(threshold)(messages)
 
-    module.load_router = load_router
-    monkeypatch.setitem(sys.modules, "persea.route.learned", module)
+    def load_router(path, served_models):
+        loaded.append((Path(path).name, dict(served_models)))
+        return Router()
+
+    monkeypatch.setattr(learned, "load_router", load_router)
     return loaded
 
 
@@ -115,12 +116,13 @@ def test_the_learned_interface(tmp_path, monkeypatch):
     routes, _ = build_routes(routes_of({"smart": {
         "policy": "learned", "models": ["a", "b", "c"], "router": "r.bin",
         "threshold": 0.25}}), ["a", "b", "c"], root=tmp_path)
-    assert loaded == [("r.bin", ["a", "b", "c"], 0.25)]
+    assert loaded == [("r.bin", {"a": None, "b": None, "c": None})]
     policy = routes["smart"].policy
     assert isinstance(policy, Learned)
     assert policy.order([{"role": "user", "content": "short"}]) == ["a", "b", "c"]
     assert policy.order([{"role": "user", "content": "a much longer question here"}]) == [
         "b", "a", "c"]
+    assert loaded[1:] == [("choose", 0.25)] * 2
 
     def broken(messages):
         raise RuntimeError("bug")

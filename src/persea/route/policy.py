@@ -13,7 +13,7 @@ Each policy turns a request's messages into the route's entries in preference or
   interface between the gateway and that router is only this:
 
       from persea.route.learned import load_router
-      choose = load_router(path, served_models, threshold=threshold)
+      router = load_router(path, served_models)  # then router.choose(messages, threshold)
       choose(messages) -> list of model names, most preferred first
 
   where `served_models` are the route's models (the only names `choose` may return),
@@ -39,6 +39,7 @@ from typing import Callable, Collection, Mapping, Protocol, Sequence
 
 from persea.errors import PerseaError
 from persea.project import RouteSpec
+from persea.route import learned
 
 log = logging.getLogger("persea.route")
 
@@ -226,17 +227,14 @@ def load_learned(route: str, router_file: Path, models: Sequence[str],
         raise PerseaError(f"serve.routes.{route}.router: no router file at {router_file}; "
                           "train one with `persea route train`")
     try:
-        from persea.route.learned import load_router  # heavy: sklearn
-    except ImportError as err:
-        raise PerseaError(f"serve.routes.{route}: policy `learned` needs "
-                          f"persea.route.learned, which cannot be imported ({err})") from None
-    try:
-        return load_router(router_file, list(models), threshold=threshold)
+        # names only: the served weights' fingerprints are not known before the models load
+        router = learned.load_router(router_file, {m: None for m in models})
     except PerseaError as err:
         raise PerseaError(f"serve.routes.{route}.router: {err.message}") from None
     except Exception as err:  # noqa: BLE001 - a damaged file: one line, not a traceback
         raise PerseaError(f"serve.routes.{route}.router: cannot load {router_file} "
                           f"({type(err).__name__}: {err})") from None
+    return lambda messages: router.choose(messages, threshold)
 
 
 def build_routes(specs: Mapping[str, RouteSpec], served: Collection[str], *,
