@@ -19,6 +19,7 @@ from persea.cli.distill import print_transfer
 from persea.cli.evaluate import EvalOptions, run_eval
 from persea.cli.gate import run_gate
 from persea.cli.output import wide_console
+from persea.cli.seal import register as register_seal_commands
 from persea.cli.serve import ServeOptions, run_serve
 from persea.errors import PerseaError
 from persea.evaluate.scorecard import scorecard_for_project, to_markdown, to_png, to_rich
@@ -275,6 +276,8 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
 
 # orgs, keys, plans, usage, billing, audit: the gateway's admin (persea.cli.admin).
 register_admin_commands(app)
+# seal, keygen (persea.cli.seal).
+register_seal_commands(app)
 
 
 def _no_flag_placeholders() -> None:
