@@ -32,8 +32,8 @@ def test_a_gated_student_is_sealed_and_opens_again(gated_project, keyring, tmp_p
     student = _student(gated_project)
     assert result.release["kind"] == "gate"
     assert result.fingerprint == fingerprint_model_dir(student)
-    assert sorted(p.name for p in out.iterdir()) == [layout.FILES_STREAM, layout.SEAL_JSON,
-                                                     "weights-0.enc"]
+    assert sorted(p.name for p in out.iterdir()) == [layout.FILES_STREAM, layout.SIGNATURE,
+                                                     layout.SEAL_JSON, "weights-0.enc"]
     assert not list(tmp_path.glob(".sealed.sealing-*"))  # the work directory is gone
     record = json.loads((out / layout.SEAL_JSON).read_text())
     assert record["release"]["gate_id"] == result.release["gate_id"]
@@ -122,13 +122,15 @@ def test_key_files_of_the_wrong_size_or_mode_are_refused(tmp_path):
         kek_from_file(tmp_path / "absent")
 
 
-def test_the_key_from_the_environment(gated_project, tmp_path):
+def test_the_key_from_the_environment(gated_project, keyring, tmp_path):
     key = os.urandom(32)
     env = {"PERSEA_SEAL_KEY": base64.b64encode(key).decode()}
-    ring = Keyring.of(None, environ=env)
+    ring = Keyring.of(keyring.directory, environ=env)  # the variable wins over kek.key
     out = tmp_path / "sealed"
     seal_student(gated_project, out, ring, segment_size=SEG)
     assert unseal(out, ring).fingerprint == fingerprint_model_dir(_student(gated_project))
+    record = json.loads((out / layout.SEAL_JSON).read_text())
+    assert record["data_key"]["kek_id"] == LocalKey(key, "x").key_id != keyring.kek().key_id
     for bad, why in [("not base64!", "not base64"),
                      (base64.b64encode(key[:16]).decode(), "decodes to 16 bytes")]:
         with pytest.raises(PerseaError, match=why):

@@ -37,7 +37,7 @@ def test_round_trip_at_every_boundary(tmp_path, size):
     assert info.plain_bytes == size and info.segments == max(1, -(-size // SEG))
     assert path.stat().st_size == HEADER_SIZE + size + TAG_SIZE * info.segments
     assert bytes(decrypt_file(path, KEY, AAD, SEG)) == data
-    assert data == b"" or data not in path.read_bytes()
+    assert len(data) < 16 or data not in path.read_bytes()  # a byte may recur by chance
 
 
 def test_two_seals_of_the_same_bytes_differ(tmp_path):

@@ -28,6 +28,7 @@ from persea.models.fingerprint import fingerprint_digests, fingerprint_model_dir
     is_fingerprinted
 from persea.seal import layout
 from persea.seal.keyring import Keyring
+from persea.seal.signature import sign_directory
 from persea.seal.stream import DEFAULT_SEGMENT, encrypt_bytes, encrypt_stream
 
 WEIGHT_FORMATS = (".bin", ".pt", ".gguf", ".pth")  # pickled or foreign: not sealed
@@ -99,10 +100,9 @@ def _write_json(path: Path, data: dict) -> None:
 
 def seal_student(project, out: Path, keyring: Keyring, *, force: bool = False,
                  reason: str | None = None, who: str | None = None,
-                 segment_size: int = DEFAULT_SEGMENT, extras=None) -> SealResult:
-    """Seal the project's student into `out`. `extras(directory, seal_record, release)` is
-    called on the complete (unsigned) directory before it is moved into place: the BOM and
-    the signature are written there."""
+                 segment_size: int = DEFAULT_SEGMENT) -> SealResult:
+    """Seal the project's student into `out`: encrypted streams, seal.json, and the
+    signature over them all, built beside `out` and moved into place when complete."""
     model_dir = student_dir(project)
     if not (model_dir / "config.json").is_file():
         raise PerseaError(f"no student at {model_dir}; run `persea distill` first")
@@ -110,6 +110,7 @@ def seal_student(project, out: Path, keyring: Keyring, *, force: bool = False,
     _check_out(out)
     weights, small = _model_files(model_dir)
     kek = keyring.kek()  # a missing or bad key is refused before anything is written
+    signing_key = keyring.signing_key_path()
     release = release_of(project, model_dir, force, reason, who)
     started = time.perf_counter()
     sealed_id = f"sealed_{_now().strftime('%Y%m%dT%H%M%S')}_{secrets.token_hex(4)}"
@@ -159,8 +160,7 @@ def seal_student(project, out: Path, keyring: Keyring, *, force: bool = False,
                          "algorithm": kek.algorithm, "kek_id": kek.key_id},
         }
         _write_json(inner / layout.SEAL_JSON, record)
-        if extras is not None:
-            extras(inner, record, release)
+        sign_directory(inner, signing_key)  # last: it covers every other file
         sealed_bytes = sum(p.stat().st_size for p in inner.iterdir())
         if out.exists():
             out.rmdir()  # empty, checked above

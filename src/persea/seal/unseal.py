@@ -20,6 +20,7 @@ from persea.errors import PerseaError
 from persea.models.fingerprint import fingerprint_digests, is_fingerprinted
 from persea.seal import layout
 from persea.seal.keyring import Keyring, UnwrapError
+from persea.seal.signature import SignatureMismatch, verify_directory
 from persea.seal.stream import StreamError, decrypt_file
 
 _STREAM_NAME = re.compile(r"^weights-\d+\.enc$")
@@ -84,13 +85,36 @@ def _decrypt(directory: Path, stream: str, data_key: bytes, record: dict) -> byt
         raise PerseaError(f"{path}: {err.reason}") from None
 
 
-def unseal(directory: Path, keyring: Keyring, verify=None) -> Unsealed:
-    """Decrypt a sealed directory into memory. `verify(directory)` checks the signature
-    first (persea.seal.signature), before any key is unwrapped."""
+def _what_happened(directory: Path, record: dict, keyring: Keyring,
+                   changed: list[str]) -> str | None:
+    """For a stream that no longer matches its signature: what its segments say happened
+    (reordered, cut, appended, altered), when the key can tell; None otherwise."""
+    streams = record.get("encryption", {}).get("streams", {})
+    try:
+        data_key = unwrap_data_key(directory, record, keyring)
+        for name in changed:
+            if isinstance(streams, dict) and name in streams:
+                try:
+                    _decrypt(directory, name, data_key, record)
+                except PerseaError as err:
+                    return err.message.removeprefix(f"{directory / name}: ")
+    except (PerseaError, KeyError, TypeError, ValueError):
+        return None
+    return None
+
+
+def unseal(directory: Path, keyring: Keyring, check_signature: bool = True) -> Unsealed:
+    """Decrypt a sealed directory into memory. The signature is checked first, with the
+    keyring's public key, before any key is unwrapped; a stream that fails it is then
+    decrypted (into memory, and thrown away) only to say what was done to it."""
     directory = Path(directory).expanduser()
     record = read_record(directory)
-    if verify is not None:
-        verify(directory)
+    if check_signature:
+        try:
+            verify_directory(directory, keyring.public_key_path())
+        except SignatureMismatch as err:
+            detail = _what_happened(directory, record, keyring, err.changed)
+            raise PerseaError(err.message + (f": {detail}" if detail else "")) from None
     data_key = unwrap_data_key(directory, record, keyring)
     listed = record.get("encryption", {}).get("streams", {})
     if not isinstance(listed, dict) or layout.FILES_STREAM not in listed:
