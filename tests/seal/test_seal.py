@@ -32,8 +32,8 @@ def test_a_gated_student_is_sealed_and_opens_again(gated_project, keyring, tmp_p
     student = _student(gated_project)
     assert result.release["kind"] == "gate"
     assert result.fingerprint == fingerprint_model_dir(student)
-    assert sorted(p.name for p in out.iterdir()) == [layout.FILES_STREAM, layout.SIGNATURE,
-                                                     layout.SEAL_JSON, "weights-0.enc"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        layout.BOM, layout.FILES_STREAM, layout.SIGNATURE, layout.SEAL_JSON, "weights-0.enc"])
     assert not list(tmp_path.glob(".sealed.sealing-*"))  # the work directory is gone
     record = json.loads((out / layout.SEAL_JSON).read_text())
     assert record["release"]["gate_id"] == result.release["gate_id"]

@@ -27,6 +27,7 @@ from persea.evaluate.targets import student_dir
 from persea.models.fingerprint import fingerprint_digests, fingerprint_model_dir, \
     is_fingerprinted
 from persea.seal import layout
+from persea.seal.bom import write_bom
 from persea.seal.keyring import Keyring
 from persea.seal.signature import sign_directory
 from persea.seal.stream import DEFAULT_SEGMENT, encrypt_bytes, encrypt_stream
@@ -160,6 +161,8 @@ def seal_student(project, out: Path, keyring: Keyring, *, force: bool = False,
                          "algorithm": kek.algorithm, "kek_id": kek.key_id},
         }
         _write_json(inner / layout.SEAL_JSON, record)
+        write_bom(inner / layout.BOM, project, record, release,
+                  json.loads(contents["config.json"]))
         sign_directory(inner, signing_key)  # last: it covers every other file
         sealed_bytes = sum(p.stat().st_size for p in inner.iterdir())
         if out.exists():
