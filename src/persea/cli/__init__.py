@@ -264,13 +264,18 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
               "release gate (`persea gate`); needs --reason, and is recorded."),
           reason: Optional[str] = typer.Option(None, help="Why the release is forced."),
           forced_by: Optional[str] = typer.Option(
-              None, help="Who forces it (default: the OS user).")):
+              None, help="Who forces it (default: the OS user)."),
+          keyring: Optional[str] = typer.Option(
+              None, help="For a sealed directory given to --model: the keyring with kek.key "
+              "and signing.pub (default: $PERSEA_KEYRING; $PERSEA_SEAL_KEY overrides "
+              "kek.key).")):
     """Serve the models through the OpenAI-compatible API, with keys, limits and metering.
-    A model directory is served only once released (a passing `persea gate`)."""
+    A model directory is served only once released (a passing `persea gate`); a sealed
+    directory (`persea seal`) is checked and decrypted into memory only."""
     run_serve(ServeOptions(host=host, port=port, db=db, models=list(model or []),
                            upstreams=list(upstream or []), redis=redis,
                            admin_token=admin_token, force_release=force_release,
-                           release_reason=reason, forced_by=forced_by),
+                           release_reason=reason, forced_by=forced_by, keyring=keyring),
               echo=lambda line: out.print(line, soft_wrap=True, highlight=False))
 
 

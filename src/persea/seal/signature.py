@@ -77,7 +77,9 @@ def verify_directory(directory: Path, public_key: Path) -> None:
         raise PerseaError(f"{sig}: bad signature: not a readable signature bundle "
                           "(not JSON)") from None
     except ValueError as err:
-        text = str(err)
+        # the library reports a list of strings; a digest's bytes can make Python escape
+        # the quotes around file names in it
+        text = str(err).replace("\\'", "'")
         if text.startswith("Signature mismatch"):
             changed = re.findall(r"Hash mismatch for '([^']+)'", text)
             raise SignatureMismatch(f"bad signature: {_mismatch(directory, text, changed)}",

@@ -148,17 +148,23 @@ def decrypt_file(path: Path, data_key: bytes, aad: bytes,
                  sealed_size: int | None = None) -> bytearray:
     """The plaintext of the stream file at `path`, decrypted into memory only; raises
     StreamError (the reason, without the path) when any segment does not authenticate.
-    `sealed_size`, the file's size when sealed (from the signed record), names a file cut
-    short or appended to before any segment is read; without it the segments' nonces
-    still refuse both."""
+    `sealed_size`, the file's size when sealed (from the signed record), adds how many
+    bytes a failing file gained or lost; the segments' nonces refuse a file cut short or
+    appended to without it."""
+    try:
+        return _decrypt_file(path, data_key, aad, segment_size)
+    except StreamError as err:
+        size = os.stat(path).st_size
+        if sealed_size is None or size == sealed_size:
+            raise
+        how = (f"{size - sealed_size} byte(s) longer" if size > sealed_size else
+               f"{sealed_size - size} byte(s) shorter")
+        raise StreamError(f"{err.reason} (the file is {how} than sealed)") from None
+
+
+def _decrypt_file(path: Path, data_key: bytes, aad: bytes, segment_size: int) -> bytearray:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        if sealed_size is not None and size != sealed_size:
-            if size > sealed_size:
-                raise StreamError(f"data appended: {size - sealed_size} byte(s) after the "
-                                  f"end of the sealed stream ({sealed_size} bytes)")
-            raise StreamError(f"truncated: {sealed_size - size} byte(s) of the sealed "
-                              f"stream ({sealed_size} bytes) are missing")
         header = f.read(HEADER_SIZE)
         if len(header) < HEADER_SIZE or header[0] != HEADER_SIZE:
             raise StreamError("not a sealed stream (bad header)")
