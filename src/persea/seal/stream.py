@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,19 +174,24 @@ def _decrypt_file(path: Path, data_key: bytes, aad: bytes, segment_size: int) ->
         aead = _file_key(data_key, salt, aad)
         out = bytearray(plain)
         view = memoryview(out)
-        buf = bytearray(segment_size + TAG_SIZE)
-        at = 0
-        for i in range(n):
-            want = min(segment_size + TAG_SIZE, size - HEADER_SIZE - i * (segment_size
-                                                                         + TAG_SIZE))
-            got = f.readinto(memoryview(buf)[:want])
-            if got != want:
-                raise StreamError(f"truncated while reading segment {i}")
-            ct = memoryview(buf)[:want]
+        # the ciphertext is mapped, not copied: GCM reads it from the page cache and writes
+        # the plaintext once, into `out`
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            source = memoryview(mapped)
             try:
-                aead.decrypt_into(_nonce(prefix, i, i == n - 1), ct, None,
-                                  view[at:at + want - TAG_SIZE])
-            except InvalidTag:
-                raise StreamError(_diagnose(aead, prefix, ct, i, n)) from None
-            at += want - TAG_SIZE
+                at, pos = 0, HEADER_SIZE
+                for i in range(n):
+                    want = min(segment_size + TAG_SIZE, size - pos)
+                    ct = source[pos:pos + want]
+                    try:
+                        aead.decrypt_into(_nonce(prefix, i, i == n - 1), ct, None,
+                                          view[at:at + want - TAG_SIZE])
+                    except InvalidTag:
+                        raise StreamError(_diagnose(aead, prefix, ct, i, n)) from None
+                    finally:
+                        ct.release()
+                    at += want - TAG_SIZE
+                    pos += want
+            finally:
+                source.release()
         return out
