@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= demo-project
 
-.PHONY: setup demo test teachers clean
+.PHONY: setup demo seal-demo test teachers clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,15 @@ demo: setup
 	$(BIN)/persea eval --project $(DEMO)
 	$(BIN)/persea scorecard --project $(DEMO)
 	$(BIN)/persea gate --project $(DEMO) || test $$? -eq 1
+
+# After the demo: a keyring (inside the demo project: for the demo only), the student sealed
+# (a gate that failed is overridden with a recorded reason) and the command that serves it.
+seal-demo: demo
+	test -f $(DEMO)/keys/kek.key || $(BIN)/persea keygen $(DEMO)/keys
+	rm -rf $(DEMO)/sealed
+	$(BIN)/persea seal --project $(DEMO) --keyring $(DEMO)/keys --force-release \
+		--reason "make seal-demo: the toy student is sealed whatever its gate said"
+	@echo "serve it: $(BIN)/persea serve --model student=$(DEMO)/sealed --keyring $(DEMO)/keys"
 
 test: setup
 	$(BIN)/python -m pytest -q

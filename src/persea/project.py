@@ -41,6 +41,9 @@ class TeacherSpec(_Strict):
     model: str | None = None  # the model name to ask the endpoint for
     api_key_env: str = "OPENAI_API_KEY"
     chat_template: bool = True  # wrap prompts in the tokenizer's chat template when it has one
+    # the teacher's licence (an SPDX id such as Apache-2.0, or a licence's name); when not
+    # given, read from the model's own metadata where it has one (persea.licences)
+    license: str | None = Field(None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _one_source(self) -> "TeacherSpec":

@@ -20,6 +20,7 @@ from persea.cli.evaluate import EvalOptions, run_eval
 from persea.cli.gate import run_gate
 from persea.cli.output import wide_console
 from persea.cli.route import register as register_route_commands
+from persea.cli.seal import register as register_seal_commands
 from persea.cli.serve import ServeOptions, run_serve
 from persea.errors import PerseaError
 from persea.evaluate.scorecard import scorecard_for_project, to_markdown, to_png, to_rich
@@ -273,15 +274,20 @@ def serve(project: Optional[Path] = ProjectOpt,
               "release gate (`persea gate`); needs --reason, and is recorded."),
           reason: Optional[str] = typer.Option(None, help="Why the release is forced."),
           forced_by: Optional[str] = typer.Option(
-              None, help="Who forces it (default: the OS user).")):
+              None, help="Who forces it (default: the OS user)."),
+          keyring: Optional[str] = typer.Option(
+              None, help="For a sealed directory given to --model: the keyring with kek.key "
+              "and signing.pub (default: $PERSEA_KEYRING; $PERSEA_SEAL_KEY overrides "
+              "kek.key).")):
     """Serve the project's models and routes (persea.yaml `serve:`; by default its released
     student) through the OpenAI-compatible API, with keys, limits and metering. A model
-    directory is served only once released (a passing `persea gate`)."""
+    directory is served only once released (a passing `persea gate`); a sealed directory
+    (`persea seal`) is checked and decrypted into memory only."""
     run_serve(ServeOptions(host=host, port=port, project=project, db=db,
                            models=list(model or []),
                            upstreams=list(upstream or []), redis=redis,
                            admin_token=admin_token, force_release=force_release,
-                           release_reason=reason, forced_by=forced_by),
+                           release_reason=reason, forced_by=forced_by, keyring=keyring),
               echo=lambda line: out.print(line, soft_wrap=True, highlight=False))
 
 
@@ -289,6 +295,8 @@ def serve(project: Optional[Path] = ProjectOpt,
 register_admin_commands(app)
 # route train, route eval: the learned router (persea.cli.route).
 register_route_commands(app)
+# seal, keygen (persea.cli.seal).
+register_seal_commands(app)
 
 
 def _no_flag_placeholders() -> None:

@@ -32,6 +32,8 @@ from persea.project import PROJECT_FILE, LoadedProject, ServedModel, database_ur
     load_project
 from persea.route.breaker import BreakerSettings, make_breaker
 from persea.route.policy import Router, build_routes
+from persea.seal.keyring import Keyring
+from persea.seal.unseal import is_sealed
 from persea.serve.limits import make_limiter
 
 DEFAULT_PRICE = ("0.50", "1.50")       # money per million input / output tokens
@@ -54,6 +56,7 @@ class ServeOptions:
     force_release: bool = False  # serve an ungated model directory anyway (recorded)
     release_reason: str | None = None
     forced_by: str | None = None
+    keyring: str | None = None  # for sealed directories (persea.seal.keyring)
 
 
 def _pairs(values: list[str], flag: str, example: str) -> list[tuple[str, str]]:
@@ -90,14 +93,31 @@ def find_project(options: ServeOptions) -> LoadedProject | None:
     return None
 
 
+def _sealed_backend(name: str, source: str, options: ServeOptions):
+    """A sealed directory (`persea seal`): its signature checked with the keyring's public
+    key and its weights decrypted into memory only. It was released when it was sealed,
+    so no gate is looked up; any failure is one line, and nothing is served."""
+    from persea.seal.memory import load_sealed_model  # heavy: torch
+    from persea.serve.backends.builtin import BuiltinBackend  # heavy: torch
+
+    try:
+        model = load_sealed_model(name, Path(source), Keyring.of(options.keyring))
+    except PerseaError as err:
+        raise PerseaError(f"--model {name}={source}: {err.message}; nothing served") from None
+    return BuiltinBackend(name, model, torch_threads=options.torch_threads)
+
+
 def _flag_backends(options: ServeOptions) -> dict:
     from persea.serve.backends.builtin import load_builtin  # heavy: torch
     from persea.serve.backends.upstream import UpstreamBackend  # heavy: aiohttp
 
     backends: dict = {}
     for name, source in _pairs(options.models, "--model", "persea-small=qwen3-toy"):
-        _require_release_of_directory(source, options)
-        backend = load_builtin(name, source, torch_threads=options.torch_threads)
+        if is_sealed(Path(source).expanduser()):
+            backend = _sealed_backend(name, source, options)
+        else:
+            _require_release_of_directory(source, options)
+            backend = load_builtin(name, source, torch_threads=options.torch_threads)
         backend.window = options.batch_window_ms / 1000
         backends[name] = backend
     for name, url in _pairs(options.upstreams, "--upstream",

@@ -90,6 +90,28 @@ def find_gate(project, model_dir: Path, fingerprint: str) -> dict | None:
     return max(found, key=lambda r: r.get("created_at", "")) if found else None
 
 
+def find_release(project, model_dir: Path, fingerprint: str) -> dict | None:
+    """The newest release record (forced or gated) for these weights, from the project's
+    releases and the model directory's release log."""
+    found = []
+    for p in (project.root / "releases").glob("*.json") if project is not None else []:
+        try:
+            found.append(json.loads(p.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    try:
+        lines = (model_dir / RELEASE_LOG).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            found.append(json.loads(line))
+        except ValueError:
+            continue
+    mine = [r for r in found if isinstance(r, dict) and r.get("fingerprint") == fingerprint]
+    return max(mine, key=lambda r: r.get("created_at", "")) if mine else None
+
+
 def require_release(project_or_none, model_dir, force: bool = False,
                     reason: str | None = None, who: str | None = None,
                     db: str | None = None) -> dict:

@@ -16,17 +16,27 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def fingerprint_files(paths: list[Path]) -> str:
-    """SHA-256 over the names and contents of the given files, in name order."""
+def fingerprint_digests(digests: dict[str, str]) -> str:
+    """The fingerprint of files given as {name: SHA-256 hex of the content} (what
+    `fingerprint_files` computes from the files; sealed weights are checked in memory)."""
     h = hashlib.sha256()
-    for p in sorted(paths, key=lambda p: p.name):
-        h.update(p.name.encode() + b"\x00" + sha256_file(p).encode() + b"\n")
+    for name in sorted(digests):
+        h.update(name.encode() + b"\x00" + digests[name].encode() + b"\n")
     return h.hexdigest()
 
 
+def fingerprint_files(paths: list[Path]) -> str:
+    """SHA-256 over the names and contents of the given files, in name order."""
+    return fingerprint_digests({p.name: sha256_file(p) for p in paths})
+
+
+def is_fingerprinted(name: str) -> bool:
+    """Whether a model directory's file counts in its fingerprint (weights and config)."""
+    return Path(name).suffix in _WEIGHT_SUFFIXES or name == "config.json"
+
+
 def fingerprint_model_dir(directory: Path) -> str:
-    files = [p for p in directory.iterdir()
-             if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name == "config.json")]
+    files = [p for p in directory.iterdir() if p.is_file() and is_fingerprinted(p.name)]
     return fingerprint_files(files)
 
 
