@@ -99,6 +99,39 @@ class PromptsSpec(_Strict):
         return self
 
 
+class RouteSpec(_Strict):
+    """Which teachers answer which skills' prompts (docs/harvest.md, "Routing prompts to the
+    teachers that can answer them"). Either a probe: each teacher is scored on
+    `probe_per_skill` dev-split items of every skill, and answers a skill's prompts only if
+    its accuracy is at least `min_accuracy` and within `within` of the best teacher's; or
+    explicit `skills: {teacher: [skill, ...]}` (a teacher not listed answers everything).
+    Prompts without a skill go to every teacher either way."""
+
+    probe_per_skill: StrictInt = Field(50, ge=1, le=10_000)
+    within: float = Field(0.10, ge=0, le=1)
+    min_accuracy: float = Field(0.05, ge=0, le=1)
+    skills: dict[str, list[str]] | None = None
+
+    @model_validator(mode="after")
+    def _probe_or_explicit(self) -> "RouteSpec":
+        probe = sorted({"probe_per_skill", "within", "min_accuracy"} & self.model_fields_set)
+        if self.skills is not None and probe:
+            raise ValueError(f"give `skills:` (explicit routing) or the probe settings "
+                             f"({', '.join(probe)}), not both")
+        return self
+
+    @property
+    def explicit(self) -> bool:
+        return self.skills is not None
+
+    def record(self) -> dict:
+        """The setting as plan.json records it: the explicit mapping, or the probe's fields."""
+        if self.explicit:
+            return {"skills": {t: list(s) for t, s in sorted(self.skills.items())}}
+        return self.model_dump(mode="json", include={"probe_per_skill", "within",
+                                                     "min_accuracy"})
+
+
 class HarvestSpec(_Strict):
     out: str = "cache/harvest"
     top_k: StrictInt = Field(32, ge=1, le=256)
@@ -112,6 +145,9 @@ class HarvestSpec(_Strict):
     # torch's intra-op threads while generating and scoring: CPU results depend on it, so it
     # is fixed and recorded in plan.json (docs/harvest.md, "Determinism")
     threads: StrictInt = Field(1, ge=1, le=1024)
+    # send each skill's prompts only to the teachers that can answer them; None: every teacher
+    # answers every prompt
+    route: RouteSpec | None = None
 
 
 STUDENT_SOURCES = ("path", "hub", "gguf")
@@ -494,6 +530,11 @@ class Project(_Strict):
         if unknown:
             raise ValueError(f"distill.teachers names unknown teacher(s) {', '.join(unknown)}; "
                              f"the project has {', '.join(names)}")
+        route = self.harvest.route
+        unknown = sorted(set(route.skills or {}) - set(names)) if route else []
+        if unknown:
+            raise ValueError(f"harvest.route.skills names unknown teacher(s) "
+                             f"{', '.join(unknown)}; the project has {', '.join(names)}")
         return self
 
 

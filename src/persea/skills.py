@@ -3,14 +3,15 @@
 A world (the toy world is the one persea ships) registers itself here through the
 `persea.plugins` entry point group (see `persea.plugins`); harvest, distill and evaluate look
 it up by name and never import it. `skill_accuracy` is the quick in-memory score that
-`persea distill` (its closing table and `best_teacher` weighting) and the benchmarks use: the
-same items and checks as the suite of `persea eval`, without writing a record.
+`persea distill` (its closing table and `best_teacher` weighting), the harvest's skill routing
+and the benchmarks use: the same items and checks as the suite of `persea eval`, without
+writing a record. `skill_table` is it for several models at once, as `{skill: {model: acc}}`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Iterable, Mapping, Protocol
 
 from persea.errors import PerseaError
 from persea.plugins import load_plugins
@@ -85,3 +86,18 @@ def skill_accuracy(model, split: str = "test", per_skill: int = 50, seed: int = 
     scores = {skill: right[skill] / total[skill] for skill in total}
     scores["overall"] = sum(scores.values()) / len(scores)
     return scores
+
+
+def skill_table(names: Iterable[str], load: Callable[[str], object], split: str = "dev",
+                per_skill: int = 50, seed: int = 0, **options) -> dict[str, dict[str, float]]:
+    """`{skill: {name: accuracy}}` of every named model (`skill_accuracy` on `per_skill`
+    items of each skill of `split`), loading one model at a time with `load(name)` and
+    dropping it before the next. Distill's `best_teacher` weighting and the harvest's routing
+    both read teachers' dev accuracy in this shape."""
+    w = get_world(options.get("world", TOYWORLD))
+    table: dict[str, dict[str, float]] = {s: {} for s in options.get("skills") or w.skills}
+    for name in names:
+        acc = skill_accuracy(load(name), split=split, per_skill=per_skill, seed=seed, **options)
+        for skill in table:
+            table[skill][name] = acc[skill]
+    return table

@@ -5,6 +5,8 @@ The harvest writes with it (persea.cache.writer) and the distiller reads with it
 
     <cache>/plan.json                       settings that shape the cache
     <cache>/prompts.jsonl                   the prompt set, in order
+    <cache>/route.json                      with harvest.route: the probe and which
+                                            teachers answer which skills
     <cache>/manifest.json                   written last: the cache is finished
     <cache>/<teacher>/teacher.json          source and fingerprints
     <cache>/<teacher>/tokenizer/            the teacher's tokenizer (save_pretrained)
@@ -39,6 +41,7 @@ FORMAT = "persea-harvest/1"
 PLAN = "plan.json"
 PROMPTS = "prompts.jsonl"
 MANIFEST = "manifest.json"
+ROUTE = "route.json"
 TEACHER = "teacher.json"
 TOKENIZER = "tokenizer"
 SCORES_DIR = "_scores"  # cannot clash with a teacher: names start with a letter or digit

@@ -18,6 +18,7 @@ from persea.cli.admin import register as register_admin_commands
 from persea.cli.distill import print_transfer
 from persea.cli.evaluate import EvalOptions, run_eval
 from persea.cli.gate import run_gate
+from persea.cli.harvest import routing_table, summary_table
 from persea.cli.output import wide_console
 from persea.cli.route import register as register_route_commands
 from persea.cli.seal import register as register_seal_commands
@@ -75,26 +76,22 @@ def harvest(project: Optional[Path] = ProjectOpt,
     from persea.harvest import HarvestJob, run_harvest  # heavy: pyarrow
 
     proj = load_project(project)
+
+    def show_routing(routing, answered: dict[str, int], prompts: int) -> None:
+        out.print(routing_table(routing, answered, prompts))
+
     result = run_harvest(HarvestJob.of(proj), console=console, teachers=teacher or None,
-                         worker=_parse_worker(worker))
+                         worker=_parse_worker(worker), on_route=show_routing)
     if result is None:
         out.print("this worker's shards are done; the run that finds all shards present "
                   "writes manifest.json (run `persea harvest` once more when all are done)")
         return
-    table = Table(title=f"harvest: {result.prompts} prompts x {len(result.teachers)} teachers")
-    table.add_column("teacher", no_wrap=True)
-    for col in ("answers", "tokens", "B/token", "max|Δlp|", "KL", "exact", "new/kept"):
-        table.add_column(col, justify="right", no_wrap=True, min_width=len(col))
-    for t in result.teachers:
-        acc = f"{t.correct / t.checked:.1%}" if t.checked else "n/a"
-        table.add_row(t.name, str(t.responses), str(t.tokens), f"{t.bytes_per_token:.1f}",
-                      f"{t.stats.get('max_abs_logprob', 0):.4f}",
-                      f"{t.stats.get('kl_topk_mean', 0):.0e}", acc,
-                      f"{t.shards_written}/{t.shards_skipped}")
-    out.print(table)
+    out.print(summary_table(result))
     k = proj.spec.harvest.top_k
     out.print("B/token: cache bytes per token; max|Δlp|, KL: what one-byte log-probs lost; "
-              "exact: answers the skill's checker accepts", style="dim")
+              "exact: answers the skill's checker accepts"
+              + ("; answers: the prompts routed to the teacher" if result.routing else ""),
+              style="dim")
     out.print(f"cache: {result.out}  ({result.bytes / 1e6:.2f} MB for {result.tokens} tokens: "
               f"{result.bytes_per_token:.1f} bytes per token at top-{k})")
 

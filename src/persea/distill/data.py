@@ -108,10 +108,12 @@ def build_examples(harvest: Harvest, student_tok, teachers: list[str] | None = N
     for name in names:
         t = harvest.teachers[name]
         responses = read_responses(harvest, name)
-        scored = {s: read_scores(harvest, s, name) for s in names
+        # scorer -> its traces on this author's responses, by prompt index (with the
+        # harvest's skill routing an author answered only some prompts)
+        scored = {s: {o.prompt_index: o for o in read_scores(harvest, s, name)} for s in names
                   if combine != "sum" and (s, name) in harvest.score_sets}
         check_encodes(student_tok, [r.text for r in responses[:200]], f"teacher {name!r}")
-        for row, r in enumerate(responses):
+        for r in responses:
             rec = harvest.prompts[r.prompt_index]
             if r.prompt_index not in prompt_ids:
                 text = student_tok.apply_chat_template(
@@ -132,8 +134,8 @@ def build_examples(harvest: Harvest, student_tok, teachers: list[str] | None = N
             skill = rec.get("skill")
             if combine != "sum":
                 # a scorer's row counts only where it scored exactly this text
-                others = [(s, rows[row]) for s, rows in scored.items()
-                          if (rows[row].prompt_index, rows[row].text) == (r.prompt_index, r.text)]
+                others = [(s, rows[r.prompt_index]) for s, rows in scored.items()
+                          if r.prompt_index in rows and rows[r.prompt_index].text == r.text]
                 sigs = [sig] + [_align(s, o, s_spans, mapping_of(s, o.vocab)) for s, o in others]
                 sig = combining.combine(sigs, combine, combining.teacher_weights(
                     [x.teacher for x in sigs], skill, dev_scores))

@@ -23,7 +23,7 @@ from persea.distill.weighting import drop_reasons, example_weights
 from persea.errors import PerseaError
 from persea.locks import stage_lock
 from persea.models.threads import fixed_threads
-from persea.skills import get_world, skill_accuracy
+from persea.skills import get_world, skill_table
 
 
 @dataclass
@@ -74,14 +74,9 @@ def dev_scores(project, teachers: list[str], per_skill: int, path: Path) -> dict
         return json.loads(path.read_text(encoding="utf-8"))
     from persea.models.sources import load_teacher
 
-    skills = get_world().skills
-    scores: dict[str, dict[str, float]] = {s: {} for s in skills}
     specs = {t.name: t for t in project.spec.teachers}
-    for name in teachers:
-        acc = skill_accuracy(load_teacher(specs[name], project), split="dev",
-                             per_skill=per_skill, seed=project.spec.seed)
-        for skill in skills:
-            scores[skill][name] = acc[skill]
+    scores = skill_table(teachers, lambda name: load_teacher(specs[name], project),
+                         split="dev", per_skill=per_skill, seed=project.spec.seed)
     path.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return scores
 

@@ -56,7 +56,8 @@ class ScoreSummary:
 
 
 def run_cross(specs, h, out: Path, records, load, prepare, progress,
-              teachers: list[str] | None, worker: tuple[int, int]) -> list[ScoreSummary]:
+              teachers: list[str] | None, worker: tuple[int, int],
+              counts: dict[str, list[int]] | None = None) -> list[ScoreSummary]:
     """Score the finished response shards of every author (of the teacher `specs`) with
     every scorer, under the harvest settings `h`.
 
@@ -64,6 +65,10 @@ def run_cross(specs, h, out: Path, records, load, prepare, progress,
     cache (the same teacher that generated). Only score shards whose index is `part mod
     parts` are done, and only those whose author shard exists already: with several workers,
     a later run picks up the rest. `teachers` limits the scorers.
+
+    A scorer scores the responses the author's shard holds, nothing else: with the harvest's
+    skill routing an author answered only some prompts, and `counts[author][i]` says how many
+    of shard i's (for the progress bar; default: every prompt).
     """
     part, parts = worker
     n_shards = (len(records) + h.shard_size - 1) // h.shard_size
@@ -83,7 +88,8 @@ def run_cross(specs, h, out: Path, records, load, prepare, progress,
         model = load(spec)
         prepare(spec, model)
         task = progress.add_task(f"{spec.name} scores others", total=sum(
-            len(records[i * h.shard_size:(i + 1) * h.shard_size]) for _, i in jobs))
+            counts[a][i] if counts else len(records[i * h.shard_size:(i + 1) * h.shard_size])
+            for a, i in jobs))
         summaries = {a: ScoreSummary(spec.name, a) for a in authors}
         for author, i in jobs:
             name = shard_name(i)

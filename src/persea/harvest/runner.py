@@ -1,5 +1,8 @@
 """`persea harvest`: every teacher answers every prompt; the answers go to the cache.
 
+With `harvest.route`, a teacher answers only the prompts of the skills routed to it
+(persea.harvest.route), and its shards hold only those rows.
+
 The work is cut into shards of `shard_size` prompts per teacher. A shard is generated in
 batches and written atomically, so after a crash or `kill -9` the same command skips the
 shards that exist and does the rest; the batches of a shard are the same either way, so the
@@ -27,6 +30,7 @@ from persea.cache.reader import read_shard, shard_stats
 from persea.errors import PerseaError
 from persea.harvest import cross
 from persea.harvest import prompts as prompt_io
+from persea.harvest import route
 from persea.locks import stage_lock
 from persea.models.fingerprint import sha256_file
 from persea.models.threads import fixed_threads
@@ -43,19 +47,21 @@ class _RateColumn(ProgressColumn):
 @dataclass(frozen=True)
 class HarvestJob:
     """What a harvest reads from a project, and nothing more: the project's name (recorded in
-    plan.json), its teachers, its prompt set, its `harvest:` section, and `resolve`, which
-    places a relative path (the cache, a prompt file, a teacher's weights) in the project."""
+    plan.json), its teachers, its prompt set, its `harvest:` section, `resolve`, which
+    places a relative path (the cache, a prompt file, a teacher's weights) in the project,
+    and its seed (which dev items the routing probe scores, as distill's dev scores do)."""
 
     name: str
     teachers: list[TeacherSpec]
     prompts: PromptsSpec
     settings: HarvestSpec
     resolve: Callable[[str], Path]
+    seed: int = 0
 
     @classmethod
     def of(cls, project: LoadedProject) -> "HarvestJob":
         s = project.spec
-        return cls(s.name, list(s.teachers), s.prompts, s.harvest, project.resolve)
+        return cls(s.name, list(s.teachers), s.prompts, s.harvest, project.resolve, s.seed)
 
 
 @dataclass
@@ -81,6 +87,7 @@ class HarvestResult:
     prompts: int
     teachers: list[TeacherSummary]
     scores: dict = field(default_factory=dict)  # manifest["scores"] with cross_score
+    routing: route.Routing | None = None  # with harvest.route
 
     @property
     def tokens(self) -> int:
@@ -97,14 +104,19 @@ class HarvestResult:
 
 def _plan(job: HarvestJob, records) -> dict:
     h = job.settings
-    return {"format": fmt.FORMAT, "project": job.name, "prompts": len(records),
+    plan = {"format": fmt.FORMAT, "project": job.name, "prompts": len(records),
             "prompts_sha256": prompt_io.digest(records), "top_k": h.top_k,
             "max_new_tokens": h.max_new_tokens, "shard_size": h.shard_size,
             "threads": h.threads, "teachers": [t.name for t in job.teachers]}
+    if h.route is not None:  # absent otherwise: plans made before routing stay as they were
+        plan["route"] = h.route.record()
+    return plan
 
 
-def _check_same(path: Path, expected: dict, what: str) -> None:
-    """Refuse to write into a cache made with other settings; name what differs."""
+def _check_same(path: Path, expected: dict, what: str, optional: tuple[str, ...] = ()
+                ) -> None:
+    """Refuse to write into a cache made with other settings; name what differs. Keys in
+    `optional` that `expected` lacks must be absent from the record too."""
     if not path.exists():
         return
     try:
@@ -112,6 +124,7 @@ def _check_same(path: Path, expected: dict, what: str) -> None:
     except (OSError, json.JSONDecodeError):
         raise PerseaError(f"{path} is unreadable; remove the cache directory to start over") \
             from None
+    expected = {**{k: None for k in optional}, **expected}
     diffs = [f"{k}: cache has {found.get(k)!r}, now {v!r}"
              for k, v in expected.items() if found.get(k) != v]
     if diffs:
@@ -168,15 +181,16 @@ def _prepare_teacher(tdir: Path, spec, model, scoring: bool = False) -> None:
     writer.write_text_atomic(tdir / fmt.TEACHER, _dump(info))
 
 
-def _drop_damaged(out: Path, specs, rows: list[int]) -> list[str]:
+def _drop_damaged(out: Path, specs, rows: dict[str, list[int]]) -> list[str]:
     """Remove the shards that are not what the cache recorded, so that this run writes them
     again, and say which (persea.cache.check): once manifest.json exists, a shard must
-    match its SHA-256 there; before, its footer must read and hold the planned rows. Shard
-    files outside the plan are reported and left alone."""
+    match its SHA-256 there; before, its footer must read and hold the planned rows
+    (`rows[teacher][i]`: the prompts of shard i routed to the teacher; a score shard holds
+    its author's). Shard files outside the plan are reported and left alone."""
     lines = []
-    folders = [out / t.name for t in specs] + [fmt.score_dir(out, s, a)
-                                                for s, a in cross.pairs(specs)]
-    planned = {f / fmt.shard_name(i): n for f in folders for i, n in enumerate(rows)}
+    folders = [(out / t.name, rows[t.name]) for t in specs] + [
+        (fmt.score_dir(out, s, a), rows[a]) for s, a in cross.pairs(specs)]
+    planned = {f / fmt.shard_name(i): n for f, counts in folders for i, n in enumerate(counts)}
     manifest = out / fmt.MANIFEST
     if manifest.is_file():
         try:
@@ -201,7 +215,8 @@ def _drop_damaged(out: Path, specs, rows: list[int]) -> list[str]:
 
 
 def run_harvest(job: HarvestJob, console: Console | None = None, load=None,
-                teachers: list[str] | None = None, worker: tuple[int, int] = (0, 1)
+                teachers: list[str] | None = None, worker: tuple[int, int] = (0, 1),
+                on_route: Callable[[route.Routing, dict[str, int], int], None] | None = None
                 ) -> HarvestResult | None:
     """Harvest every teacher of `job` (`HarvestJob.of(project)`) into its `harvest.out`.
 
@@ -213,14 +228,23 @@ def run_harvest(job: HarvestJob, console: Console | None = None, load=None,
     With `harvest.cross_score`, a second pass (persea.harvest.cross) has every white-box
     teacher score the others' responses; score shards are split among workers the same way.
 
+    With `harvest.route`, the routing (persea.harvest.route) is probed or read back before
+    anything is generated, and `on_route(routing, {teacher: prompts it answers}, prompts)`
+    is called with it.
+
     The torch work runs at `harvest.threads` intra-op threads (recorded in plan.json), so
     the shards do not depend on the caller's thread setting, which is restored afterwards.
     """
     with fixed_threads(job.settings.threads), ExitStack() as held:
-        return _run(job, console, load, teachers, worker, held)
+        return _run(job, console, load, teachers, worker, held, on_route)
 
 
-def _run(job: HarvestJob, console, load, teachers, worker, held: ExitStack
+def _note(console, line: str) -> None:
+    if console is not None:
+        console.print(f"[yellow]note:[/yellow] {line}", highlight=False, soft_wrap=True)
+
+
+def _run(job: HarvestJob, console, load, teachers, worker, held: ExitStack, on_route=None
          ) -> HarvestResult | None:
     h = job.settings
     names = [t.name for t in job.teachers]
@@ -238,20 +262,36 @@ def _run(job: HarvestJob, console, load, teachers, worker, held: ExitStack
     out = job.resolve(h.out)
     records = prompt_io.load_prompts(job.prompts, job.resolve)
     plan = _plan(job, records)
-    _check_same(out / fmt.PLAN, plan, "settings")
+    _check_same(out / fmt.PLAN, plan, "settings", optional=("route",))
+    route.check(h.route, names, records)
     if parts == 1:  # workers share the cache by design: each writes whole shards only
         held.enter_context(stage_lock(out, "persea harvest"))
     out.mkdir(parents=True, exist_ok=True)
     if parts == 1:
         writer.clean_temporaries(out)
+    routing = None
+    if h.route is not None:
+        specs = {t.name: t for t in job.teachers}
+        routing = route.resolve(h.route, out, names, records, h, job.seed,
+                                lambda name: load(specs[name]))
+        plan["routing"] = routing.table()
+        _check_same(out / fmt.PLAN, plan, "routing")
     writer.write_text_atomic(out / fmt.PLAN, _dump(plan))
     writer.write_text_atomic(out / fmt.PROMPTS, prompt_io.to_jsonl(records))
 
     n_shards = (len(records) + h.shard_size - 1) // h.shard_size
-    for line in _drop_damaged(out, job.teachers, [
-            len(records[i * h.shard_size:(i + 1) * h.shard_size]) for i in range(n_shards)]):
-        if console is not None:
-            console.print(f"[yellow]note:[/yellow] {line}", highlight=False, soft_wrap=True)
+    # per teacher and shard, the prompt indices it answers (all of them without routing)
+    mine = {t: [[k for k in range(i * h.shard_size, min((i + 1) * h.shard_size, len(records)))
+                 if routing is None or routing.answers_prompt(t, records[k].skill)]
+                for i in range(n_shards)] for t in names}
+    rows = {t: [len(c) for c in mine[t]] for t in names}
+    if routing is not None:
+        if on_route is not None:
+            on_route(routing, {t: sum(rows[t]) for t in names}, len(records))
+        for line in routing.fallback_lines():
+            _note(console, line)
+    for line in _drop_damaged(out, job.teachers, rows):
+        _note(console, line)
     for spec in job.teachers:  # a teacher with nothing left to do is checked all the same
         record = out / spec.name / fmt.TEACHER
         if record.exists() and (not teachers or spec.name in teachers):
@@ -274,24 +314,21 @@ def _run(job: HarvestJob, console, load, teachers, worker, held: ExitStack
                 writer.clean_temporaries(tdir)
             todo = [i for i in range(n_shards) if i % parts == part
                     and not (tdir / fmt.shard_name(i)).exists()]
-            task = progress.add_task(spec.name, total=len(records))
-            progress.update(task, total=sum(len(records[i * h.shard_size:(i + 1) * h.shard_size])
-                                            for i in todo))
+            task = progress.add_task(spec.name, total=sum(rows[spec.name][i] for i in todo))
             summary = TeacherSummary(spec.name, shards_skipped=n_shards - len(todo))
             if todo:
                 model = load(spec)
                 _prepare_teacher(tdir, spec, model)
                 for i in todo:
-                    chunk = records[i * h.shard_size:(i + 1) * h.shard_size]
-                    rows = []
+                    chunk = mine[spec.name][i]  # may be empty: the shard then holds no rows
+                    answers = []
                     for b in range(0, len(chunk), h.batch_size):
                         batch = chunk[b:b + h.batch_size]
-                        traces = model.generate([r.prompt for r in batch], h.max_new_tokens,
-                                                h.top_k)
-                        rows += [(i * h.shard_size + b + j, r.id, t)
-                                 for j, (r, t) in enumerate(zip(batch, traces))]
+                        traces = model.generate([records[k].prompt for k in batch],
+                                                h.max_new_tokens, h.top_k)
+                        answers += [(k, records[k].id, t) for k, t in zip(batch, traces)]
                         progress.advance(task, len(batch))
-                    table, exact = writer.traces_to_table(rows, h.top_k, model.vocab_size)
+                    table, exact = writer.traces_to_table(answers, h.top_k, model.vocab_size)
                     writer.write_shard(tdir / fmt.shard_name(i), table,
                                        quant.reconstruction_error(exact))
                     summary.shards_written += 1
@@ -300,7 +337,7 @@ def _run(job: HarvestJob, console, load, teachers, worker, held: ExitStack
         if h.cross_score:
             cross.run_cross(job.teachers, h, out, records, score_load,
                             lambda spec, m: _prepare_teacher(out / spec.name, spec, m, True),
-                            progress, teachers, worker)
+                            progress, teachers, worker, rows)
     complete = all((out / t / fmt.shard_name(i)).exists()
                    for t in names for i in range(n_shards))
     if not complete or (h.cross_score and
@@ -310,12 +347,14 @@ def _run(job: HarvestJob, console, load, teachers, worker, held: ExitStack
     summaries = [done.get(t, TeacherSummary(t, shards_skipped=n_shards)) for t in names]
     scores = cross.manifest_section(out, job.teachers, n_shards) \
         if h.cross_score else None
-    return _finish(out, plan, records, summaries, n_shards, scores)
+    return _finish(out, plan, records, summaries, n_shards, scores, routing)
 
 
 def _finish(out: Path, plan: dict, records, summaries, n_shards: int,
-            scores: dict | None = None) -> HarvestResult:
-    """Read every shard back, check answers where known, and write manifest.json last."""
+            scores: dict | None = None, routing: route.Routing | None = None
+            ) -> HarvestResult:
+    """Read every shard back, check answers where known, and write manifest.json last
+    (with routing, `route`: the routing and how many prompts each teacher answered)."""
     skills = get_world().skills
     manifest = {"plan": plan, "teachers": {}}
     for s in summaries:
@@ -345,9 +384,12 @@ def _finish(out: Path, plan: dict, records, summaries, n_shards: int,
             **info, "shards": files, "responses": s.responses, "tokens": s.tokens,
             "bytes": s.bytes, "bytes_per_token": round(s.bytes_per_token, 2),
             "reconstruction_error": {k: round(v, 6) for k, v in s.stats.items()}}
-    result = HarvestResult(out, len(records), summaries, scores or {})
+    result = HarvestResult(out, len(records), summaries, scores or {}, routing)
     if scores is not None:
         manifest["scores"] = scores
+    if routing is not None:
+        manifest["route"] = {**routing.as_json(),
+                             "answered": {s.name: s.responses for s in summaries}}
     manifest["total"] = {"tokens": result.tokens, "bytes": result.bytes,
                          "bytes_per_token": round(result.bytes_per_token, 2)}
     writer.write_text_atomic(out / fmt.MANIFEST, _dump(manifest))
