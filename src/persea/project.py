@@ -99,7 +99,7 @@ class PromptsSpec(_Strict):
         return self
 
 
-class RouteSpec(_Strict):
+class HarvestRouteSpec(_Strict):
     """Which teachers answer which skills' prompts (docs/harvest.md, "Routing prompts to the
     teachers that can answer them"). Either a probe: each teacher is scored on
     `probe_per_skill` dev-split items of every skill, and answers a skill's prompts only if
@@ -113,7 +113,7 @@ class RouteSpec(_Strict):
     skills: dict[str, list[str]] | None = None
 
     @model_validator(mode="after")
-    def _probe_or_explicit(self) -> "RouteSpec":
+    def _probe_or_explicit(self) -> "HarvestRouteSpec":
         probe = sorted({"probe_per_skill", "within", "min_accuracy"} & self.model_fields_set)
         if self.skills is not None and probe:
             raise ValueError(f"give `skills:` (explicit routing) or the probe settings "
@@ -147,7 +147,7 @@ class HarvestSpec(_Strict):
     threads: StrictInt = Field(1, ge=1, le=1024)
     # send each skill's prompts only to the teachers that can answer them; None: every teacher
     # answers every prompt
-    route: RouteSpec | None = None
+    route: HarvestRouteSpec | None = None
 
 
 STUDENT_SOURCES = ("path", "hub", "gguf")

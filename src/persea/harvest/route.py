@@ -36,7 +36,7 @@ _EPS = 1e-9  # accuracies are ratios of counts: 0.7 - 0.1 must still admit 0.6
 
 @dataclass(frozen=True)
 class Routing:
-    setting: dict  # RouteSpec.record()
+    setting: dict  # HarvestRouteSpec.record()
     teachers: list[str]
     answers: dict[str, list[str]]  # skill -> the teachers that answer its prompts
     everyone: list[str]  # skills no teacher qualified for: every teacher answers them
