@@ -62,7 +62,7 @@ distill:
   out: runs/student
   student: {{tokenizer: words, chat_format: compact, vocab_size: 2000, hidden_size: 128,
             layers: 4, heads: 16, intermediate_size: 384}}
-  skill_mix: {{addition: 4, reverse: 0.6, sort: 3.5, kb: 1, count: 0.6, convert: 1.2}}
+  skill_mix: {{addition: 4, reverse: 0.6, sort: 4.5, kb: 1, count: 0.6, convert: 1.2}}
   # Cross-entropy on the teachers' verified answers (sequence-level distillation). Logit KD
   # across tokenizers (kd: xtok) is off here: with a word-level student it carries a
   # teacher's sub-word token onto the student's whole-word token of the same text (gemma's
@@ -70,7 +70,7 @@ distill:
   # where cross-entropy alone learns them (docs/distill.md).
   loss: {{ce: 1.0, kd: none}}
   weighting: [verified]
-  steps: 4500
+  steps: 5500
   batch_size: 64
   lr: 0.003
   warmup: 100
