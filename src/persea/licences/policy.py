@@ -278,7 +278,7 @@ def assess_teacher(spec, resolve=Path, *, commercial: bool = True,
     notes: list[str] = []
     if found is not None:
         rule, host = found
-        license_id, where = rule.key, f"endpoint host {host}"
+        license_id, where = rule.title, f"endpoint host {host}"
         if spec.license and rule_for(spec.license) is not rule:
             notes.append(f"persea.yaml declares {spec.license!r}, but {host} serves under "
                          f"the {rule.title}, which decide")
@@ -289,7 +289,7 @@ def assess_teacher(spec, resolve=Path, *, commercial: bool = True,
         license_id, where = declared.license, declared.where
         rule = rule_for(license_id)
     decision, refusal, at = REFUSE, None, HARVEST
-    obligations = list(rule.obligations) if rule is not None else []
+    obligations = rule.obligations if rule is not None else ()
     if rule is None:
         refusal = (f"no built-in rule for licence {license_id!r}: read it, and if it allows "
                    "a model distilled from this teacher to be served as a paid API, record "
@@ -313,9 +313,7 @@ def assess_teacher(spec, resolve=Path, *, commercial: bool = True,
         elif served_names == []:
             notes.append("the project serves no student under a name to check; the naming "
                          "obligation is recorded")
-    if override is not None and decision == REFUSE:
-        obligations.append(Obligation(f"used despite the policy's decision: {override}"))
-    return Verdict(spec.name, license_id, where, decision, rule, tuple(obligations), refusal,
+    return Verdict(spec.name, license_id, where, decision, rule, obligations, refusal,
                    at, override, tuple(notes))
 
 
@@ -349,8 +347,7 @@ def undeclared_line(missing: list[Verdict]) -> str:
     who = f"teacher {names} declares" if len(missing) == 1 else f"teachers {names} declare"
     return (f"{who} no licence: add `license: <SPDX id or licence name>` to "
             f"{'it' if len(missing) == 1 else 'each'} in persea.yaml (or a `license:` in "
-            "the front matter of the model card, README.md, of a local model); "
-            "`persea licences` shows what each licence asks")
+            "the front matter of the model card, README.md, of a local model)")
 
 
 def require(verdicts: list[Verdict], stage: str) -> None:
@@ -358,7 +355,8 @@ def require(verdicts: list[Verdict], stage: str) -> None:
     refused one (LicenceRefused, exit 1), in one line naming the teachers."""
     missing = [v for v in verdicts if v.decision == UNDECLARED]
     if missing:
-        raise PerseaError(f"{undeclared_line(missing)}; nothing written")
+        raise PerseaError(f"{undeclared_line(missing)}; `persea licences` shows what each "
+                          "licence asks; nothing written")
     stopped = [v for v in verdicts if v.stops(stage)]
     if stopped:
         why = "; ".join(f"teacher {v.teacher!r} ({v.license}): {v.refusal}" for v in stopped)
