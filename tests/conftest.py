@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +41,10 @@ def build_tiny_qwen(directory, vocab_size: int = 300, seed: int = 0):
     model.generation_config.eos_token_id = fast.eos_token_id
     model.save_pretrained(directory)
     fast.save_pretrained(directory)
+    # a model card that declares the licence, as a hub model's does (persea.licences)
+    (Path(directory) / "README.md").write_text(
+        "---\nlicense: apache-2.0\n---\n# tiny-qwen\n\nAn untrained test model.\n",
+        encoding="utf-8")
     return directory
 
 

@@ -14,6 +14,10 @@ seed: 0
 #   gguf: ./gemma-3-270m-Q4_K_M.gguf               (a GGUF file, loaded by transformers)
 #   endpoint: http://127.0.0.1:8000/v1             (an OpenAI-compatible API, black box;
 #     model: NAME, api_key_env: OPENAI_API_KEY)     also give the model name it serves)
+# and a licence: `license: Apache-2.0` (an SPDX id or a model card's id such as gemma,
+# llama3.1), needed where the model's own metadata declares none (an endpoint). Run
+# `persea licences` before harvesting: it says what each licence asks of the student
+# (docs/licences.md). The built-in teachers are Apache-2.0.
 teachers:
   - name: qwen3-toy      # Qwen3 architecture, byte-level BPE
     builtin: qwen3-toy

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, \
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, \
     field_validator, model_validator
 
 from persea.accounts.money import MAX_AMOUNT, PRICE_PLACES, parse_amount
@@ -26,6 +26,20 @@ TEACHER_SOURCES = ("builtin", "path", "hub", "gguf", "endpoint")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LicenseOverride(_Strict):
+    """A teacher the licence policy refuses, used all the same: why (an agreement with the
+    licensor, a legal review). Recorded in the BOM and the sealed model card."""
+
+    reason: str = Field(min_length=1, max_length=1000)
+
+    @field_validator("reason")
+    @classmethod
+    def _said(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("give the reason in words (it is recorded with the model)")
+        return value.strip()
 
 
 class TeacherSpec(_Strict):
@@ -44,6 +58,8 @@ class TeacherSpec(_Strict):
     # the teacher's licence (an SPDX id such as Apache-2.0, or a licence's name); when not
     # given, read from the model's own metadata where it has one (persea.licences)
     license: str | None = Field(None, min_length=1, max_length=200)
+    # use a teacher the licence policy refuses (persea.licences.policy), with the reason
+    license_override: LicenseOverride | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "TeacherSpec":
@@ -495,6 +511,13 @@ class ServeSpec(_Strict):
         return self
 
 
+class LicencesSpec(_Strict):
+    """What the licence policy needs to know of the project (persea.licences.policy)."""
+
+    # the distilled model is served as a paid API: a non-commercial licence is refused
+    commercial: StrictBool = True
+
+
 class Project(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     seed: StrictInt = 0
@@ -506,6 +529,7 @@ class Project(_Strict):
     eval: EvalSpec = EvalSpec()
     release: ReleaseSpec | None = None  # None: no policy, so `persea gate` refuses
     serve: ServeSpec = ServeSpec()
+    licences: LicencesSpec = LicencesSpec()
 
     @model_validator(mode="before")
     @classmethod

@@ -9,9 +9,11 @@ import os
 import stat
 
 import pytest
+import yaml
 
 from persea.errors import PerseaError
 from persea.models.fingerprint import fingerprint_model_dir
+from persea.project import load_project
 from persea.seal import layout
 from persea.seal.keyring import Keyring, LocalKey, generate_keyring, kek_from_file
 from persea.seal.seal import seal_student
@@ -33,7 +35,8 @@ def test_a_gated_student_is_sealed_and_opens_again(gated_project, keyring, tmp_p
     assert result.release["kind"] == "gate"
     assert result.fingerprint == fingerprint_model_dir(student)
     assert sorted(p.name for p in out.iterdir()) == sorted([
-        layout.BOM, layout.FILES_STREAM, layout.SIGNATURE, layout.SEAL_JSON, "weights-0.enc"])
+        layout.BOM, layout.CARD, layout.FILES_STREAM, layout.NOTICE, layout.SIGNATURE,
+        layout.SEAL_JSON, "weights-0.enc"])
     assert not list(tmp_path.glob(".sealed.sealing-*"))  # the work directory is gone
     record = json.loads((out / layout.SEAL_JSON).read_text())
     assert record["release"]["gate_id"] == result.release["gate_id"]
@@ -83,6 +86,35 @@ def test_a_forced_release_is_recorded_then_counts(failed_project, keyring, tmp_p
     config.write_text(config.read_text().replace('"hidden_act"', '"note": 1, "hidden_act"'))
     with pytest.raises(PerseaError, match="no release gate was run on these weights"):
         seal_student(failed_project, tmp_path / "c", keyring)
+
+
+@pytest.mark.parametrize("teacher, status, expected", [
+    ({"name": "vendor", "path": "vendor"}, 2,
+     "teacher 'vendor' declares no licence: add `license: <SPDX id or licence name>`"),
+    ({"name": "meta", "builtin": "qwen3-toy", "license": "llama3.3"}, 1,
+     "teacher 'meta' (llama3.3): the model must be served under a name that begins with "
+     "'Llama'; serve.models names the student 'student'"),
+    ({"name": "claude", "endpoint": "https://api.anthropic.com/v1", "model": "c"}, 1,
+     "teacher 'claude' (Anthropic Commercial Terms of Service): the terms forbid"),
+    ({"name": "q3b", "builtin": "qwen3-toy", "license": "other"}, 1,
+     "no built-in rule for licence 'other'"),
+])
+def test_a_licence_the_policy_refuses_stops_the_seal_with_nothing_written(
+        failed_project, keyring, tmp_path, teacher, status, expected):
+    (failed_project.root / "vendor").mkdir()
+    (failed_project.root / "vendor" / "README.md").write_text("# no front matter\n")
+    data = yaml.safe_load(failed_project.file.read_text())
+    data["teachers"].append(teacher)
+    failed_project.file.write_text(yaml.safe_dump(data))
+    project = load_project(failed_project.file)
+    out = tmp_path / "sealed"
+    with pytest.raises(PerseaError) as err:
+        seal_student(project, out, keyring, force=True, reason="demo", who="ada")
+    assert err.value.exit_code == status
+    assert expected in err.value.message and "\n" not in err.value.message
+    assert err.value.message.endswith("nothing written")
+    assert not out.exists() and not list(tmp_path.glob(".sealed*"))
+    assert not (project.root / "releases").exists()  # not even the forced release
 
 
 def test_weights_changed_after_the_gate_are_refused(gated_project, keyring, tmp_path):

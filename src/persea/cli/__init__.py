@@ -19,6 +19,7 @@ from persea.cli.distill import print_transfer
 from persea.cli.evaluate import EvalOptions, run_eval
 from persea.cli.gate import run_gate
 from persea.cli.harvest import routing_table, summary_table
+from persea.cli.licences import register as register_licence_commands
 from persea.cli.output import wide_console
 from persea.cli.route import register as register_route_commands
 from persea.cli.seal import register as register_seal_commands
@@ -294,6 +295,8 @@ register_admin_commands(app)
 register_route_commands(app)
 # seal, keygen (persea.cli.seal).
 register_seal_commands(app)
+# licences: the teachers' licences and what they ask (persea.cli.licences).
+register_licence_commands(app)
 
 
 def _no_flag_placeholders() -> None:

@@ -3,6 +3,9 @@
 With `harvest.route`, a teacher answers only the prompts of the skills routed to it
 (persea.harvest.route), and its shards hold only those rows.
 
+Before anything is written, every teacher's licence goes through the licence policy
+(persea.licences.policy): an undeclared licence or a refused one stops the harvest.
+
 The work is cut into shards of `shard_size` prompts per teacher. A shard is generated in
 batches and written atomically, so after a crash or `kill -9` the same command skips the
 shards that exist and does the rest; the batches of a shard are the same either way, so the
@@ -31,6 +34,7 @@ from persea.errors import PerseaError
 from persea.harvest import cross
 from persea.harvest import prompts as prompt_io
 from persea.harvest import route
+from persea.licences import policy
 from persea.locks import stage_lock
 from persea.models.fingerprint import sha256_file
 from persea.models.threads import fixed_threads
@@ -49,7 +53,8 @@ class HarvestJob:
     """What a harvest reads from a project, and nothing more: the project's name (recorded in
     plan.json), its teachers, its prompt set, its `harvest:` section, `resolve`, which
     places a relative path (the cache, a prompt file, a teacher's weights) in the project,
-    and its seed (which dev items the routing probe scores, as distill's dev scores do)."""
+    its seed (which dev items the routing probe scores, as distill's dev scores do), and
+    whether the project is commercial (which licences the policy refuses)."""
 
     name: str
     teachers: list[TeacherSpec]
@@ -57,11 +62,13 @@ class HarvestJob:
     settings: HarvestSpec
     resolve: Callable[[str], Path]
     seed: int = 0
+    commercial: bool = True
 
     @classmethod
     def of(cls, project: LoadedProject) -> "HarvestJob":
         s = project.spec
-        return cls(s.name, list(s.teachers), s.prompts, s.harvest, project.resolve, s.seed)
+        return cls(s.name, list(s.teachers), s.prompts, s.harvest, project.resolve, s.seed,
+                   s.licences.commercial)
 
 
 @dataclass
@@ -255,6 +262,15 @@ def _run(job: HarvestJob, console, load, teachers, worker, held: ExitStack, on_r
     part, parts = worker
     if not (parts >= 1 and 0 <= part < parts):
         raise PerseaError(f"--worker {part}/{parts}: expected I/N with 0 <= I < N")
+    # the licence policy first: a teacher it refuses, or one with no declared licence,
+    # stops the harvest before anything is written (persea.licences.policy)
+    verdicts = policy.assess(job.teachers, job.resolve, commercial=job.commercial)
+    policy.require(verdicts, policy.HARVEST)
+    for v in verdicts:
+        if v.obligations:
+            _note(console, f"teacher {v.teacher!r} ({v.license}): its licence puts "
+                  f"{len(v.obligations)} obligation(s) on the distilled model; `persea "
+                  "licences` lists them, the sealed model records them")
     from persea.models.sources import load_teacher, weights_fingerprint
 
     score_load = load or (lambda spec: load_teacher(spec, job))  # scoring: transformers

@@ -15,6 +15,9 @@ from persea.plugins import load_plugins
 
 class BuiltinModel(Protocol):
     name: str
+    # the licence the plugin ships the weights under (an SPDX id), read by persea.licences
+    # when the project declares none; None: undeclared
+    license: str | None
 
     @property
     def path(self) -> Path: ...

@@ -4,10 +4,13 @@ The student is the BOM's subject (`metadata.component`, type `machine-learning-m
 a model card: its architecture, the datasets it learnt from (references to the `data`
 components), its evaluation results (`quantitativeAnalysis.performanceMetrics`, from the
 runs the gate checked) and the gate record or forced release (as properties). Each teacher
-is a `machine-learning-model` component with its declared licence (persea.licences) and
+is a `machine-learning-model` component with its declared licence, what the licence
+policy decided and the obligations it puts on the student (persea.licences.policy), and
 its weights fingerprint (SHA-256); each teacher's harvested answers are a `data` component
 with their counts (responses, tokens, shards, bytes, and the examples distillation weighted
 in); the prompt set is one more. `dependencies` says the student depends on all of them.
+The student carries every teacher's obligations and the notices they word as properties
+(`persea:obligation:N`, `persea:notice:N`), and any recorded override with its reason.
 
 Only what the project records is written: a teacher with no declared licence has no
 `licenses` and says `persea:license = undeclared`. The BOM is checked against the 1.6 JSON
@@ -24,7 +27,7 @@ from importlib.metadata import PackageNotFoundError, version
 from persea.cache import format as cache_format
 from persea.errors import PerseaError
 from persea.evaluate.records import RunStore
-from persea.licences.declared import declared_license
+from persea.licences.policy import Verdict, assess_project, distilled_teachers
 
 SPEC_VERSION = "1.6"
 
@@ -40,17 +43,48 @@ def _props(pairs) -> list[dict]:
     return [{"name": f"persea:{k}", "value": str(v)} for k, v in pairs if v is not None]
 
 
-def _licenses(name: str | None) -> list[dict] | None:
+def _licenses(verdict: Verdict) -> list[dict] | None:
+    name = verdict.license
     if not name:
         return None
     from cyclonedx.spdx import fixup_id, is_expression
 
     spdx = fixup_id(name)
     if spdx is not None:
-        return [{"license": {"id": spdx}}]
-    if is_expression(name) and " " in name:
-        return [{"expression": name}]
-    return [{"license": {"name": name}}]
+        lic = {"id": spdx}
+    elif is_expression(name) and " " in name:
+        return [{"expression": name, "acknowledgement": "declared"}]
+    else:
+        lic = {"name": name}
+    if verdict.rule is not None:
+        lic["url"] = verdict.rule.url
+    return [{"license": {**lic, "acknowledgement": "declared"}}]
+
+
+def _policy_props(v: Verdict) -> list[dict]:
+    """What the licence policy decided for one teacher, and what it asks of the student."""
+    pairs = [("license-decision", v.shown),
+             ("license-rule", v.rule.title if v.rule is not None else "none"),
+             ("license-source", v.where)]
+    if v.rule is not None:
+        pairs.append(("license-terms", f"{v.rule.source} <{v.rule.url}>"))
+    if v.override is not None:
+        pairs += [("license-refusal", v.refusal), ("license-override-reason", v.override)]
+    pairs += [(f"license-obligation:{i}", o.text + (f": \"{o.notice}\"" if o.notice else ""))
+              for i, o in enumerate(v.obligations)]
+    pairs += [(f"license-note:{i}", n) for i, n in enumerate(v.notes)]
+    return _props(pairs)
+
+
+def _obligation_props(verdicts: list[Verdict]) -> list[dict]:
+    """The student's share: every teacher's obligations and the notices it must carry."""
+    pairs = [(f"obligation:{i}", f"{v.teacher} ({v.license}): {o.text}") for i, (v, o) in
+             enumerate((v, o) for v in verdicts for o in v.obligations)]
+    notices = list(dict.fromkeys(n for v in verdicts for n in v.notices))
+    pairs += [(f"notice:{i}", n) for i, n in enumerate(notices)]
+    pairs += [(f"license-override:{v.teacher}", v.override) for v in verdicts
+              if v.override is not None]
+    return _props(pairs)
 
 
 def _read_json(path) -> dict | None:
@@ -80,11 +114,15 @@ def _gate_props(release: dict) -> list[dict]:
     return _props(pairs)
 
 
-def build_bom(project, record: dict, release: dict, student_config: dict) -> dict:
-    """The BOM of the sealed model `record` (seal.json) of `project`'s student."""
+def build_bom(project, record: dict, release: dict, student_config: dict,
+              verdicts: list[Verdict] | None = None) -> dict:
+    """The BOM of the sealed model `record` (seal.json) of `project`'s student; `verdicts`:
+    the licence policy's, one per teacher the student learnt from (default: assessed now)."""
     spec = project.spec
-    names = spec.distill.teachers or [t.name for t in spec.teachers]
-    teachers = [t for t in spec.teachers if t.name in names]
+    teachers = distilled_teachers(spec)
+    if verdicts is None:
+        verdicts = assess_project(project, teachers)
+    by_teacher = {v.teacher: v for v in verdicts}
     harvest_dir = project.resolve(spec.harvest.out)
     manifest = _read_json(harvest_dir / cache_format.MANIFEST) or {}
     harvested = manifest.get("teachers", {})
@@ -106,22 +144,23 @@ def build_bom(project, record: dict, release: dict, student_config: dict) -> dic
                           ("prompts", plan.get("prompts")),
                           ("prompts-sha256", plan.get("prompts_sha256"))])}}]})
     for t in teachers:
-        declared = declared_license(t, project.resolve)
+        verdict = by_teacher[t.name]
         info = harvested.get(t.name, {})
         teacher_ref = f"teacher/{t.name}"
         comp = {"type": "machine-learning-model", "bom-ref": teacher_ref, "name": t.name,
                 "description": f"teacher ({t.source}: {getattr(t, t.source)})"}
         if info.get("fingerprint"):
             comp["hashes"] = [{"alg": "SHA-256", "content": info["fingerprint"]}]
-        if (lic := _licenses(declared.license)) is not None:
+        if (lic := _licenses(verdict)) is not None:
             comp["licenses"] = lic
         teacher_runs = [r for (m, _), r in sorted(runs.items()) if m == t.name]
         if teacher_runs:
             comp["modelCard"] = {"quantitativeAnalysis": {"performanceMetrics": [
                 m for r in teacher_runs for m in _metrics(r)]}}
-        comp["properties"] = _props([
-            ("license", declared.license or "undeclared"), ("license-source", declared.where),
-            ("source", t.source), ("tokenizer-fingerprint", info.get("tokenizer_fingerprint"))])
+        comp["properties"] = _props([("license", verdict.license or "undeclared")]) + \
+            _policy_props(verdict) + _props([
+                ("source", t.source),
+                ("tokenizer-fingerprint", info.get("tokenizer_fingerprint"))])
         components.append(comp)
         refs.append(teacher_ref)
         if info:
@@ -165,7 +204,8 @@ def build_bom(project, record: dict, release: dict, student_config: dict) -> dic
                "description": f"distilled from {', '.join(t.name for t in teachers)}",
                "hashes": [{"alg": "SHA-256", "content": record["model"]["fingerprint"]}],
                "modelCard": card,
-               "properties": _props([("sealed-id", record["id"])]) + _gate_props(release)}
+               "properties": _props([("sealed-id", record["id"])]) + _gate_props(release)
+               + _obligation_props(verdicts)}
     return {
         "bomFormat": "CycloneDX", "specVersion": SPEC_VERSION,
         "serialNumber": f"urn:uuid:{uuid.uuid4()}", "version": 1,
@@ -188,8 +228,9 @@ def schema_errors(bom: dict) -> list[str]:
     return [" ".join(str(e).split())[:300] for e in (errors or [])]
 
 
-def write_bom(path, project, record: dict, release: dict, student_config: dict) -> dict:
-    bom = build_bom(project, record, release, student_config)
+def write_bom(path, project, record: dict, release: dict, student_config: dict,
+              verdicts: list[Verdict] | None = None) -> dict:
+    bom = build_bom(project, record, release, student_config, verdicts)
     problems = schema_errors(bom)
     if problems:
         raise PerseaError(f"the BOM for {record['id']} does not validate against CycloneDX "

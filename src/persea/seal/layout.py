@@ -7,6 +7,8 @@
     <sealed>/weights-N.enc    encrypted: one safetensors file each (its header, with the
                               tensor names, shapes and dtypes, is inside)
     <sealed>/bom.cdx.json     CycloneDX 1.6 ML-BOM: teachers, licences, data, evaluation
+    <sealed>/NOTICE           the notices the teachers' licences require of the model
+    <sealed>/MODEL_CARD.md    the teachers' licences, decisions and obligations, for people
     <sealed>/model.sig        OpenSSF Model Signing bundle over every other file
 
 Every `.enc` file is a stream of persea.seal.stream whose associated data names the sealed
@@ -20,6 +22,8 @@ SEAL_JSON = "seal.json"
 FILES_STREAM = "files.enc"
 WEIGHTS_STREAM = "weights-{}.enc"
 BOM = "bom.cdx.json"
+NOTICE = "NOTICE"
+CARD = "MODEL_CARD.md"
 SIGNATURE = "model.sig"
 SCHEME = "AES256-GCM-HKDF-SHA256 streaming AEAD (Tink's AES-GCM-HKDF streaming design)"
 

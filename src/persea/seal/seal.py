@@ -3,7 +3,8 @@
 Only a released student is sealed: a passing gate record for exactly the weights being
 sealed (their fingerprint), or a recorded forced release of them (`--force-release
 --reason` records one, as `persea serve` does). Otherwise one line says why, and nothing is
-written. The keys are resolved before anything is written too, and the sealed directory
+written. The same holds for a teacher whose licence the licence policy refuses (or that
+declares none); the obligations of the others go into the BOM, NOTICE and MODEL_CARD.md. The keys are resolved before anything is written too, and the sealed directory
 is built beside its destination and renamed into place only when complete, so an
 interrupted seal leaves no half-sealed directory under the name.
 """
@@ -24,6 +25,8 @@ from pathlib import Path
 from persea.errors import PerseaError
 from persea.evaluate.release import find_gate, find_release, require_release
 from persea.evaluate.targets import student_dir
+from persea.licences import policy
+from persea.licences.notices import card_text, notice_text
 from persea.models.fingerprint import fingerprint_digests, fingerprint_model_dir, \
     is_fingerprinted
 from persea.seal import layout
@@ -110,6 +113,10 @@ def seal_student(project, out: Path, keyring: Keyring, *, force: bool = False,
     out = Path(out).expanduser()
     _check_out(out)
     weights, small = _model_files(model_dir)
+    # the teachers' licences, with the names the student is served under: an undeclared or
+    # refused licence is refused before anything is written (persea.licences.policy)
+    verdicts = policy.assess_project(project, policy.distilled_teachers(project.spec))
+    policy.require(verdicts, policy.SEAL)
     kek = keyring.kek()  # a missing or bad key is refused before anything is written
     signing_key = keyring.signing_key_path()
     release = release_of(project, model_dir, force, reason, who)
@@ -162,7 +169,12 @@ def seal_student(project, out: Path, keyring: Keyring, *, force: bool = False,
         }
         _write_json(inner / layout.SEAL_JSON, record)
         write_bom(inner / layout.BOM, project, record, release,
-                  json.loads(contents["config.json"]))
+                  json.loads(contents["config.json"]), verdicts)
+        model_name = f"{project.spec.name}-student"
+        (inner / layout.NOTICE).write_text(notice_text(model_name, verdicts),
+                                           encoding="utf-8")
+        (inner / layout.CARD).write_text(card_text(model_name, verdicts, sealed_id),
+                                         encoding="utf-8")
         sign_directory(inner, signing_key)  # last: it covers every other file
         sealed_bytes = sum(p.stat().st_size for p in inner.iterdir())
         if out.exists():

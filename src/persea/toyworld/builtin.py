@@ -20,6 +20,9 @@ class BuiltinTeacher:
     family: str  # key of persea.models.templates.FORMATS
     strong_skills: tuple[str, ...]
     weak_skills: tuple[str, ...]  # trained on, but on less data: an overlap at lower accuracy
+    # persea's own weights, trained from scratch on the toy world: they stand in for the
+    # families above but carry none of their licences (docs/licences.md)
+    license: str = "Apache-2.0"
 
     @property
     def path(self) -> Path:
