@@ -173,6 +173,13 @@ def test_context_bound_marks_whole_words_of_a_words_tokenizer_only():
     assert not context_bound(_gofe_teacher()).any()
 
 
+def test_the_builtin_tokenizers_have_no_context_bound_ids(toks):
+    from persea.align import context_bound
+
+    for name, tok in toks.items():  # byte-level BPE and Unigram, usable as base students
+        assert not context_bound(tok).any(), name
+
+
 def _carry_gofe(student, bound):
     """The teacher's top-3 at each shared boundary of " gofe, go.", carried onto `student`."""
     teacher = _gofe_teacher()
