@@ -124,3 +124,110 @@ def test_duplicate_text_candidates_merge():
     assert ids.tolist() == [[5, -1, -1]]
     assert np.isclose(np.exp(lp[0, 0]), 0.5) and lp[0, 1] == -np.inf
     assert np.isclose(np.exp(lp[0, 2]), 0.1)  # unmatched keeps its mass, for ULD
+
+
+# A words-level student (whole known words are one token, only where no letter follows) and
+# a teacher whose BPE writes " gofe" as " go" + "fe".
+WORDS_CORPUS = ["we go to gofe, go on"] * 5
+
+
+def _gofe_teacher():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    for piece in ("go", "fe", "\u0120go"):
+        vocab[piece] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab, [("g", "o"), ("f", "e"), ("\u0120", "go")]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+def _student(kind):
+    from persea.distill.tokenizer import train_bpe, train_words_and_chars, wrap
+    from persea.models.templates import COMPACT
+
+    if kind == "words":
+        return wrap(train_words_and_chars(WORDS_CORPUS, COMPACT, 2000, 4), COMPACT)
+    return wrap(train_bpe(WORDS_CORPUS * 20, COMPACT, 300), COMPACT)
+
+
+def test_context_bound_marks_whole_words_of_a_words_tokenizer_only():
+    from persea.align import context_bound
+
+    words = _student("words")
+    bound = context_bound(words)
+    assert bound.shape == (len(words),)
+    vocab = words.get_vocab()
+    for piece in ("go", "\u0120go", "gofe", "\u0120gofe", "we", "\u0120on"):
+        assert bound[vocab[piece]], piece
+    for piece in ("g", "o", "\u0120", ","):  # single characters stand anywhere
+        assert not bound[vocab[piece]], piece
+    assert not bound[words.eos_token_id]
+    # the ids found are exactly the word tokens: each known word with and without its space
+    assert sorted(words.convert_ids_to_tokens(np.flatnonzero(bound).tolist())) == sorted(
+        p for w in ("go", "gofe", "on", "to", "we") for p in (w, "\u0120" + w))
+    # byte-level BPE: a token followed by a letter is still emitted
+    assert not context_bound(_student("bpe")).any()
+    assert not context_bound(_gofe_teacher()).any()
+
+
+def test_the_builtin_tokenizers_have_no_context_bound_ids(toks):
+    from persea.align import context_bound
+
+    for name, tok in toks.items():  # byte-level BPE and Unigram, usable as base students
+        assert not context_bound(tok).any(), name
+
+
+def _carry_gofe(student, bound):
+    """The teacher's top-3 at each shared boundary of " gofe, go.", carried onto `student`."""
+    teacher = _gofe_teacher()
+    text = " gofe, go."
+    t_ids, t_spans = spans_of(teacher, text)
+    s_ids, s_spans = spans_of(student, text)
+    assert teacher.convert_ids_to_tokens(t_ids) == ["\u0120go", "fe", ",", "\u0120go", "."]
+    pairs = aligned_starts(t_spans, s_spans)
+    ti = np.array([i for i, _ in pairs])
+    sj = np.array([j for _, j in pairs])
+    # the teacher's candidates at every one of its tokens: " go", ",", "."
+    tv = teacher.get_vocab()
+    cand = np.tile([tv["\u0120go"], tv[","], tv["."]], (len(t_ids), 1))
+    logp = np.log(np.tile([0.6, 0.25, 0.1], (len(t_ids), 1)))
+    mapping = np.array(vocab_map(token_bytes(teacher), token_bytes(student)))
+    ids, lp = carry_topk(cand[ti], logp[ti], mapping, np.array(s_ids)[sj], bound)
+    return [tuple(t_spans[i]) for i in ti], np.array(s_ids)[sj], ids, lp
+
+
+def test_a_teachers_word_start_is_not_carried_onto_a_students_whole_word():
+    from persea.align import context_bound
+
+    student = _student("words")
+    go, gofe, comma = (student.convert_tokens_to_ids(p) for p in ("\u0120go", "\u0120gofe", ","))
+    starts, actual, ids, lp = _carry_gofe(student, context_bound(student))
+    assert starts == [(0, 3), (5, 6), (6, 9), (9, 10)]  # shared boundaries 0, 5, 6, 9
+    assert actual[0] == gofe and actual[2] == go
+    dot = student.convert_tokens_to_ids(".")
+    # at the start of " gofe": the teacher's " go" has no student token (unmatched, its mass
+    # kept for the unmatched term); "," and "." still land on the student's
+    assert ids[0].tolist() == [-1, comma, dot]
+    assert np.allclose(np.exp(lp[0]), [0.6, 0.25, 0.1])
+    # at the standalone " go" the student's whole word is what the teacher means
+    assert ids[2].tolist() == [go, comma, dot]
+    # where the student wrote "," or ".", a " go" of the teacher is unmatched as well
+    assert ids[1].tolist() == [-1, comma, dot] and ids[3].tolist() == [-1, comma, dot]
+    # without the check the carry put the teacher's 0.6 on the student's " go" everywhere
+    _, _, plain, plain_lp = _carry_gofe(student, None)
+    assert plain[:, 0].tolist() == [go] * 4 and np.array_equal(plain[:, 1:], ids[:, 1:])
+    assert np.array_equal(plain_lp, lp)  # the check moves no probability, only its target
+
+
+def test_a_bpe_student_is_carried_as_before():
+    from persea.align import context_bound
+
+    student = _student("bpe")
+    bound = context_bound(student)
+    _, _, ids, lp = _carry_gofe(student, bound)
+    _, _, plain_ids, plain_lp = _carry_gofe(student, None)
+    assert np.array_equal(ids, plain_ids) and np.array_equal(lp, plain_lp)
+    assert (ids >= 0).any()  # the comparison is about carried candidates, not nothing

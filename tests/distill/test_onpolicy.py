@@ -34,6 +34,30 @@ def test_aligned_signal_folds_unmatched_candidates_into_the_tail():
     assert sig.conf == pytest.approx([0.5, 0.8], abs=1e-6)
 
 
+def test_aligned_signal_takes_a_context_bound_id_only_where_the_student_wrote_it():
+    # text " gofe go": teacher " go" + "fe" + " go"; student " gofe" + " go", where the
+    # student's " go" (id 21) is a whole word, bound to what follows it
+    trace = Trace(text=" gofe go", token_ids=[5, 6, 5], spans=[(0, 3), (3, 5), (5, 8)],
+                  logprobs=np.log([0.7, 0.9, 0.6]),
+                  topk_ids=np.array([[5, 7], [6, 7], [5, 7]]),
+                  topk_logprobs=np.log(np.array([[0.7, 0.2], [0.9, 0.05], [0.6, 0.3]])))
+    mapping = np.array([-1, -1, -1, -1, -1, 21, -1, 22])  # " go" -> 21, "." -> 22
+    bound = np.zeros(30, bool)
+    bound[[20, 21]] = True  # " gofe" and " go"
+    spans, ids = [(0, 5), (5, 8)], [20, 21]
+    sig = aligned_signal("t", trace, spans, mapping, ids, bound)
+    assert sig.pos.tolist() == [0, 1]
+    # at " gofe" the teacher's " go" is not the student's word: its 0.7 joins the tail
+    assert sig.ids[0].tolist() == [-1, 22] and np.isneginf(sig.logp[0, 0])
+    assert sig.tail[0] == pytest.approx(0.1 + 0.7, abs=1e-6)
+    # at the standalone " go" it is
+    assert sig.ids[1].tolist() == [21, 22]
+    assert sig.tail[1] == pytest.approx(0.1, abs=1e-6)
+    # without the student's tokens the carry is the plain one
+    plain = aligned_signal("t", trace, spans, mapping)
+    assert plain.ids[0].tolist() == [21, 22] and plain.tail[0] == pytest.approx(0.1, abs=1e-6)
+
+
 def test_on_policy_steps_are_a_seeded_share():
     picks = [is_on_policy_step(s, 0.3, seed=4) for s in range(2000)]
     assert picks == [is_on_policy_step(s, 0.3, seed=4) for s in range(2000)]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def carry_topk(topk_ids: np.ndarray, topk_logp: np.ndarray, mapping: np.ndarray
+def carry_topk(topk_ids: np.ndarray, topk_logp: np.ndarray, mapping: np.ndarray,
+               actual: np.ndarray | None = None, bound: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
     """Map teacher candidate ids (`[N, k]`) to student ids through `mapping` (teacher id ->
     student id or -1).
@@ -16,10 +17,20 @@ def carry_topk(topk_ids: np.ndarray, topk_logp: np.ndarray, mapping: np.ndarray
     probabilities are added into the first and the second becomes absent (id -1, -inf), so
     each student id appears at most once per row and the carried probabilities of a row
     never sum to more than the teacher's own.
+
+    `bound` (`[student vocabulary]` booleans, `persea.align.context_bound`) marks student ids
+    whose meaning depends on what follows them: a word-level student's ` go` is the whole
+    word "go". The same text from the teacher may be only the start of a longer word
+    (` go` + `fe`), so a candidate lands on a bound id only in row `n` where that id is
+    `actual[n]`, the token the student's tokenizer wrote there; elsewhere it is unmatched,
+    as if the student had no such id. With no bound id the result is as without them.
     """
     ids = np.where(topk_ids >= 0, mapping[np.clip(topk_ids, 0, len(mapping) - 1)], -1)
     logp = topk_logp.astype(np.float32).copy()
     ids = ids.astype(np.int64)
+    if bound is not None and actual is not None and bound.any() and ids.size:
+        on_bound = (ids >= 0) & bound[np.clip(ids, 0, len(bound) - 1)]
+        ids = np.where(on_bound & (ids != np.asarray(actual, np.int64)[:, None]), -1, ids)
     for n in range(ids.shape[0]):
         row = ids[n]
         seen: dict[int, int] = {}

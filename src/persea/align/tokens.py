@@ -6,13 +6,21 @@ BPE writes bytes as printable stand-ins (`Ġ` for a space), SentencePiece writes
 space and `<0xE2>` for a raw byte, WordPiece writes `##` for a continuation. This module
 turns every id into the bytes it contributes to decoded text, so that `Ġthe`, `▁the` and
 ` the` all become `b" the"` and match. Special tokens have no text and map to None.
+
+Equal bytes are not always enough: a tokenizer may emit a token only in some contexts. A
+word-level tokenizer's ` go` is the whole word "go", emitted only when no letter follows;
+`context_bound` finds such ids, and persea.align.carry uses it so that a teacher's ` go`
+(the start of ` gofe`, say) is not read as the student's whole word.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import weakref
 from functools import lru_cache
+
+import numpy as np
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -94,3 +102,59 @@ def vocab_map(source: list[bytes | None], target: list[bytes | None],
         if 0 <= s < len(mapping):
             mapping[s] = t
     return mapping
+
+
+# Letters appended to a token's text to ask whether the tokenizer still emits that token
+# before a letter. An uppercase and a rare lowercase letter first: a byte-level BPE token
+# almost never merges with them, so such a token is settled by one probe.
+PROBE_LETTERS = ("X", "q", "a")
+
+_bound_cache: "weakref.WeakKeyDictionary[object, np.ndarray]" = weakref.WeakKeyDictionary()
+
+
+def context_bound(tokenizer) -> np.ndarray:
+    """`[len(tokenizer)]` booleans: True for the ids the tokenizer emits only where no letter
+    follows them.
+
+    An id is context-bound when its text ends in a letter, the tokenizer encodes that text
+    alone as exactly this one id, and with any of `PROBE_LETTERS` appended the encoding
+    starts with a different id. The word tokens of persea's words-and-characters student
+    tokenizer are (` go` stands for "go" and a non-letter: ` goa` is spelt); single
+    characters and byte-level BPE tokens are not (` the` + `X` still starts with ` the`).
+    Cached per tokenizer object: the probes encode a few short strings per id, and a
+    word-level tokenizer's pre-tokenizer is slow."""
+    try:
+        return _bound_cache[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    out = np.zeros(len(tokenizer), bool)
+    texts: dict[int, str] = {}
+    for i, b in enumerate(token_bytes(tokenizer)):
+        try:
+            text = b.decode("utf-8") if b is not None else ""
+        except UnicodeDecodeError:  # a byte piece of a multi-byte character
+            continue
+        if text and text[-1].isalpha():
+            texts[i] = text
+
+    def first_ids(ids: list[int], suffix: str) -> list[list[int]]:
+        return tokenizer([texts[i] + suffix for i in ids], add_special_tokens=False)["input_ids"]
+
+    # the first probe settles most ids; only those it does not go on
+    left = list(texts)
+    if left:
+        left = [i for i, enc in zip(left, first_ids(left, PROBE_LETTERS[0]))
+                if not enc or enc[0] != i]
+    if left:  # the tokenizer must produce the id for its own text, or the probes say nothing
+        left = [i for i, enc in zip(left, first_ids(left, "")) if enc == [i]]
+    for letter in PROBE_LETTERS[1:]:
+        if not left:
+            break
+        left = [i for i, enc in zip(left, first_ids(left, letter)) if not enc or enc[0] != i]
+    out[left] = True
+    out.flags.writeable = False  # shared through the cache
+    try:
+        _bound_cache[tokenizer] = out
+    except TypeError:  # an object that takes no weak reference: just not cached
+        pass
+    return out

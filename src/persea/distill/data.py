@@ -6,7 +6,10 @@ when the teacher's response ended. Beside it, what the logit losses need, alread
 
 - at every response position where teacher and student start at the same character
   boundary (`persea.align.aligned_starts`), the teacher's top-k carried onto student ids by
-  exact text (`carry_topk`; unmatched candidates keep their mass with id -1) and its tail;
+  exact text (`carry_topk`; unmatched candidates keep their mass with id -1) and its tail.
+  A student id that its tokenizer emits only before a non-letter (a whole word of the
+  words tokenizer, `persea.align.context_bound`) takes a candidate only where it is the
+  student's own token;
 - for every chunk between shared boundaries (`persea.align.chunks`), the teacher's summed
   log-probability, and the student tokens that cover the same text (for ALM).
 
@@ -24,7 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from persea.align import aligned_starts, carry_topk, chunks, token_bytes, vocab_map
+from persea.align import aligned_starts, carry_topk, chunks, context_bound, token_bytes, \
+    vocab_map
 from persea.cache.reader import Harvest, read_responses, read_scores
 from persea.distill import combine as combining
 from persea.distill.student import check_encodes
@@ -67,14 +71,17 @@ def _mapping(harvest: Harvest, teacher: str, student_tok, student_bytes, row_voc
     return np.asarray(vocab_map(t.bytes_of_ids, student_bytes, specials), np.int64)
 
 
-def _align(name: str, r, s_spans, mapping) -> combining.Signal:
-    """Teacher `name`'s signal on response `r`, at the student positions it aligns with."""
+def _align(name: str, r, s_ids, s_spans, mapping, bound) -> combining.Signal:
+    """Teacher `name`'s signal on response `r`, at the student positions it aligns with
+    (`s_ids`, `s_spans`: the student's tokens of the response; `bound`: its context-bound
+    ids)."""
     pairs = aligned_starts(r.spans, s_spans)
     ti = np.array([i for i, _ in pairs], np.int64)
     sj = np.array([j for _, j in pairs], np.int64)
     k = r.topk_ids.shape[1] if r.topk_ids.ndim == 2 else 0
     if len(ti) and k:
-        kd_ids, kd_logp = carry_topk(r.topk_ids[ti], r.topk_logp[ti], mapping)
+        kd_ids, kd_logp = carry_topk(r.topk_ids[ti], r.topk_logp[ti], mapping,
+                                     np.asarray(s_ids, np.int64)[sj], bound)
         return combining.Signal(name, sj, kd_ids, kd_logp, r.tail[ti],
                                 np.exp(r.logprob[ti]).astype(np.float32))
     return combining.Signal(name, np.zeros(0, np.int64), np.zeros((0, max(k, 1)), np.int64),
@@ -92,6 +99,7 @@ def build_examples(harvest: Harvest, student_tok, teachers: list[str] | None = N
     (per skill, per teacher) as the average's weights when given."""
     skills = get_world().skills
     student_bytes = token_bytes(student_tok)
+    bound = context_bound(student_tok)
     eot = student_tok.eos_token_id
     prompt_ids = {}
     examples: list[Example] = []
@@ -130,13 +138,14 @@ def build_examples(harvest: Harvest, student_tok, teachers: list[str] | None = N
             if ended:
                 s_ids.append(eot)
                 s_spans.append((len(r.text), len(r.text)))
-            sig = _align(name, r, s_spans, mapping_of(name, r.vocab))
+            sig = _align(name, r, s_ids, s_spans, mapping_of(name, r.vocab), bound)
             skill = rec.get("skill")
             if combine != "sum":
                 # a scorer's row counts only where it scored exactly this text
                 others = [(s, rows[r.prompt_index]) for s, rows in scored.items()
                           if r.prompt_index in rows and rows[r.prompt_index].text == r.text]
-                sigs = [sig] + [_align(s, o, s_spans, mapping_of(s, o.vocab)) for s, o in others]
+                sigs = [sig] + [_align(s, o, s_ids, s_spans, mapping_of(s, o.vocab), bound)
+                                for s, o in others]
                 sig = combining.combine(sigs, combine, combining.teacher_weights(
                     [x.teacher for x in sigs], skill, dev_scores))
             cs = [c for c in chunks(r.spans, s_spans) if c.t1 > c.t0 and c.s1 > c.s0]

@@ -10,7 +10,8 @@ the same recipe that Thinking Machines describe as on-policy distillation):
    forward pass, its top-k at each of its own tokens), its end-of-turn token included when
    the student stopped;
 4. each teacher's top-k is carried onto the student's tokens through the same alignment the
-   harvest cache uses (shared character boundaries, identical token text; persea.align);
+   harvest cache uses (shared character boundaries, identical token text, a student id
+   bound to what follows it taken only where it is the student's own token; persea.align);
    several teachers combine per position (`select`: the most confident; `average`; or
    `best`: only the teacher with the best dev accuracy on the prompt's skill scores);
 5. the loss at each aligned student position is a divergence between the teacher's and the
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from persea.align import aligned_starts, carry_topk, token_bytes, vocab_map
+from persea.align import aligned_starts, carry_topk, context_bound, token_bytes, vocab_map
 from persea.align.spans import boundaries
 from persea.distill import combine as combining
 from persea.distill.batch import Batch, collate
@@ -96,10 +97,14 @@ def make_scorers(teachers: dict[str, object], student_tok) -> tuple[list[Scorer]
 
 
 def aligned_signal(name: str, trace, student_spans: list[tuple[int, int]],
-                   mapping: np.ndarray) -> combining.Signal:
+                   mapping: np.ndarray, student_ids: list[int] | None = None,
+                   bound: np.ndarray | None = None) -> combining.Signal:
     """A teacher's scored trace as a signal on the student's tokens: positions whose start
     both tokenizations share, the top-k carried onto student ids, and candidates without a
-    student id folded into the tail (the loss compares distributions over student ids)."""
+    student id folded into the tail (the loss compares distributions over student ids).
+    With `student_ids` (the student's tokens) and `bound` (`persea.align.context_bound` of
+    its tokenizer), a candidate lands on a context-bound id only where that id is the
+    student's own token, and goes to the tail elsewhere."""
     pairs = aligned_starts(trace.spans, student_spans)
     ti = np.array([i for i, _ in pairs], np.int64)
     sj = np.array([j for _, j in pairs], np.int64)
@@ -108,7 +113,8 @@ def aligned_signal(name: str, trace, student_spans: list[tuple[int, int]],
         return combining.Signal(name, np.zeros(0, np.int64), np.zeros((0, 1), np.int64),
                                 np.full((0, 1), -np.inf, np.float32), np.zeros(0, np.float32),
                                 np.zeros(0, np.float32))
-    ids, logp = carry_topk(trace.topk_ids[ti], trace.topk_logprobs[ti], mapping)
+    actual = np.asarray(student_ids, np.int64)[sj] if student_ids is not None else None
+    ids, logp = carry_topk(trace.topk_ids[ti], trace.topk_logprobs[ti], mapping, actual, bound)
     p = np.where(np.isfinite(logp), np.exp(logp.astype(np.float64)), 0.0)
     unmatched = np.where(ids < 0, p, 0.0).sum(1)
     tail = np.clip(1.0 - p.sum(1), 0.0, 1.0) + unmatched
@@ -171,6 +177,7 @@ class OnPolicy:
         self.spec = spec
         self.check = check  # (skill, answer, text) -> bool | None
         self.dev_scores = dev_scores or {}
+        self.bound = context_bound(student_tok)
         self._prompt_ids: dict[int, list[int]] = {}
 
     # -- pieces ------------------------------------------------------------------------
@@ -256,7 +263,7 @@ class OnPolicy:
                                                      encs[r][0]))
                 else:
                     signals[r].append(aligned_signal(scorer.name, trace, encs[r][1],
-                                                     scorer.mapping))
+                                                     scorer.mapping, encs[r][0], self.bound))
         examples, weights = [], []
         accepted = 0
         positions = 0
