@@ -281,23 +281,20 @@ def assess_teacher(spec, resolve=Path, *, commercial: bool = True,
         license_id, where = rule.title, f"endpoint host {host}"
         if spec.license and rule_for(spec.license) is not rule:
             notes.append(f"persea.yaml declares {spec.license!r}, but {host} serves under "
-                         f"the {rule.title}, which decide")
+                         f"the {rule.title}: the host's terms decide")
     else:
         declared = declared_license(spec, resolve)
         if declared.license is None:
             return Verdict(spec.name, None, declared.where, UNDECLARED, override=override)
         license_id, where = declared.license, declared.where
         rule = rule_for(license_id)
-    decision, refusal, at = REFUSE, None, HARVEST
+    decision = rule.decision if rule is not None else REFUSE
     obligations = rule.obligations if rule is not None else ()
+    refusal, at = None, HARVEST
     if rule is None:
         refusal = (f"no built-in rule for licence {license_id!r}: read it, and if it allows "
                    "a model distilled from this teacher to be served as a paid API, record "
                    "why under license_override")
-    else:
-        decision = rule.decision
-    if rule is None:
-        pass
     elif rule.decision == REFUSE:
         refusal = rule.asks
     elif rule.non_commercial and commercial:
