@@ -396,6 +396,17 @@ class Gateway:
                         f"with: {failure.message}; you were not charged",
                         code="backend_error", reason="backend_error")
 
+    async def _failed(self, adm: Admission, err: BackendError) -> None:
+        """One model's failure: on a route it counts against that model's breaker and, when
+        retryable, returns so that the next model is tried; otherwise the hold is released
+        and the refusal raised."""
+        if adm.route is not None:
+            await self._outcome(adm, err)
+            if err.retryable:
+                return
+        await self.release(adm, error=adm.route is None)
+        raise backend_refusal(err) from None
+
     async def complete(self, adm: Admission) -> Result:
         """The whole answer; settled (lazily) with its exact counts, or released when every
         model tried fails or the caller goes away before it is given."""
@@ -407,13 +418,9 @@ class Gateway:
                 result = await self._timed(c.backend.complete(c.prepared, c.sampling), limit,
                                            c.model)
             except BackendError as err:
-                if adm.route is not None:
-                    await self._outcome(adm, err)
-                    if err.retryable:
-                        failure = err
-                        continue
-                await self.release(adm, error=adm.route is None)
-                raise backend_refusal(err) from None
+                await self._failed(adm, err)
+                failure = err
+                continue
             except BaseException:
                 await self.release(adm)  # cancelled (caller gone) or a bug: nothing delivered
                 raise
@@ -450,13 +457,9 @@ class Gateway:
             except BackendError as err:
                 await pieces.aclose()
                 pieces = None
-                if adm.route is not None:
-                    await self._outcome(adm, err)
-                    if err.retryable:
-                        failure = err
-                        continue
-                await self.release(adm, error=adm.route is None)
-                raise backend_refusal(err) from None
+                await self._failed(adm, err)
+                failure = err
+                continue
             except BaseException:
                 # the caller went away (or a bug) before the first token: charged for the
                 # prompt, as any stream cut short is for what it produced
