@@ -66,7 +66,10 @@ def build_student_model(tokenizer, hidden: int, layers: int, heads: int, interme
         num_attention_heads=heads, num_key_value_heads=kv_heads or max(1, heads // 2),
         intermediate_size=intermediate, max_position_embeddings=256, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id)
+        pad_token_id=tokenizer.pad_token_id,
+        # plain matmul attention: with many narrow heads over short sequences it trains
+        # about 20% faster on CPU than the fused SDPA kernel (bench/student_step.py)
+        attn_implementation="eager")
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
