@@ -43,6 +43,8 @@ def test_head_at_needed_positions_equals_the_full_forward(monkeypatch, kd):
     batch = collate(examples, np.array([1.0, 0.5, 2.0]), pad_id=0)
     spec = LossSpec(ce=1.0, kd=kd, kd_weight=0.7, alm_weight=0.3)
 
+    monkeypatch.setattr(objective, "_PASS_COST", 1)  # so that the rows run in groups
+    assert len(objective.length_groups(batch.attention_mask.sum(1).tolist(), pass_cost=1)) > 1
     fast = _grads(model, batch, spec)
     monkeypatch.setattr(objective, "_HEAD_ONLY_WHERE_NEEDED", set())
     full = _grads(model, batch, spec)
@@ -52,3 +54,13 @@ def test_head_at_needed_positions_equals_the_full_forward(monkeypatch, kd):
     torch.testing.assert_close(fast[0], full[0], rtol=1e-5, atol=1e-6)
     for name, g in full[2].items():
         torch.testing.assert_close(fast[2][name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_length_groups_cover_every_row_once_and_cut_where_padding_costs_most():
+    lengths = [30, 12, 12, 31, 12, 13, 30, 12]
+    groups = objective.length_groups(lengths, max_groups=4, pass_cost=10)
+    assert sorted(r for g in groups for r in g) == list(range(len(lengths)))
+    assert groups == [[1, 2, 4, 5, 7], [0, 3, 6]]  # short rows apart from the long ones
+    # one pass is cheaper when a pass costs more than the padding it saves
+    assert objective.length_groups(lengths, pass_cost=1000) == [list(range(len(lengths)))]
+    assert objective.length_groups([5, 5, 5]) == [[0, 1, 2]]
