@@ -298,3 +298,24 @@ def test_the_cli_exports_the_student_when_the_policy_allows(gated_project, capsy
     entry = generations.entries(project)[-1]
     assert entry["event"] == "exported" and entry["fingerprint"] == fp
     assert entry["decision"]["rules"][0]["rule"] == "behind_sealed: 0"
+
+
+def test_serving_a_sealed_generation_is_recorded(gated_project, keyring, tmp_path,
+                                                 monkeypatch):
+    import uvicorn
+
+    from persea.cli.serve import ServeOptions, run_serve
+
+    sealed = seal_student(gated_project, tmp_path / "gen1", keyring, segment_size=SEG)
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(kw))
+    run_serve(ServeOptions(project=str(gated_project.root), port=8123,
+                           models=[f"mine={tmp_path / 'gen1'}"],
+                           db=f"sqlite:///{tmp_path / 'gw.db'}",
+                           keyring=str(keyring.directory)), echo=lambda line: None)
+    assert started and started[0]["port"] == 8123
+    served = generations.entries(gated_project)[-1]
+    assert served["event"] == "served" and served["name"] == "mine"
+    assert served["fingerprint"] == sealed.fingerprint
+    assert served["sealed_id"] == sealed.sealed_id
+    assert served["address"] == "http://127.0.0.1:8123/v1"
