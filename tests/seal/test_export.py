@@ -231,6 +231,7 @@ def test_a_licence_that_words_a_notice_gets_its_notice_file(tmp_path, tiny_llama
     meta, body = _front_matter(tmp_path / "open" / "README.md")
     assert meta["license"] == "gemma" and "toy" in meta["tags"]
     assert "Gemma Terms of Use" in body and "NOTICE" in body
+    assert "ships no licence texts" in " ".join(body.split())
     assert "NOTICE" in result.files
 
 

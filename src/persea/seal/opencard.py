@@ -160,5 +160,9 @@ def card_text(project, name: str, ck, licence: dict, verdicts, evaluation: dict,
                   for o in v.obligations]
     if any(v.notices for v in verdicts):
         lines += ["", "The notices these licences require are in `NOTICE`."]
+    if any(v.obligations for v in verdicts):
+        lines += ["", "persea works offline and ships no licence texts: where an obligation "
+                  "above asks for a copy of a licence or terms to go with the model, add it "
+                  "(from the source named) before publishing."]
     lines.append("")
     return "\n".join(lines)
