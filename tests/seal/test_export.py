@@ -148,6 +148,13 @@ def test_an_older_sealed_generation_is_exported_as_loadable_open_weights(
     values = {m["type"]: m["value"] for m in res["metrics"]}
     assert values == {"toyworld/addition": 0.75, "toyworld/overall": 0.75}
     assert res["dataset"]["type"] == "toyworld"
+    # and the hub's own client reads the same card and its evaluation results
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.license == "apache-2.0" and card.data.model_name == "ev-student"
+    assert {(r.metric_type, r.metric_value) for r in card.data.eval_results} == {
+        ("toyworld/addition", 0.75), ("toyworld/overall", 0.75)}
     assert "qwen3-toy" in body and "persea's built-in model qwen3-toy" in body
     assert first.fingerprint in body and "sealed generation 1 of 2" in body
     assert not (out / "NOTICE").exists()  # Apache-2.0 words no notice
