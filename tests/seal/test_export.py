@@ -275,6 +275,9 @@ def test_bad_input_is_one_line_and_nothing_written(gated_project, tmp_path, caps
     code, _, err = run_cli(capsys, monkeypatch, "export", "--open", "-p", str(project.root),
                            "--out", str(tmp_path / "full"))
     assert code == 2 and "already exists and is not empty" in err
+    code, _, err = run_cli(capsys, monkeypatch, "export", "--open", "-p", str(project.root),
+                           "--generation", "1")
+    assert code == 2 and "lists 0 sealed generation(s)" in err
     assert not (tmp_path / "o").exists() and not (project.root / "exports").exists()
     assert generations.entries(project) == []
 
@@ -327,3 +330,39 @@ def test_serving_a_sealed_generation_is_recorded(gated_project, keyring, tmp_pat
     assert served["fingerprint"] == sealed.fingerprint
     assert served["sealed_id"] == sealed.sealed_id
     assert served["address"] == "http://127.0.0.1:8123/v1"
+
+
+def test_a_pretrained_students_base_model_counts_in_the_licence(tmp_path, tiny_llama_dir):
+    """A student fine-tuned from a local model directory: that model's own card licence
+    joins the teachers' (here it differs, so the card's licence must be chosen)."""
+    base = shutil.copytree(tiny_llama_dir, tmp_path / "base")
+    (base / "README.md").write_text("---\nlicense: mit\n---\n# base\n")
+    project = make_project(tmp_path / "p", tiny_llama_dir, [1, 1, 1, 0])
+    project = _with(project, distill={"student": {"path": str(base)}},
+                    export={"policy": {"behind_sealed": 0}})
+    with pytest.raises(PerseaError, match=r"differ \(apache-2.0 \(teacher qwen3-toy\), mit "
+                                          r"\(base model .*base\)\)"):
+        export_open(project, out=tmp_path / "open")
+    (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n# base\n")
+    export_open(project, out=tmp_path / "open")
+    meta, body = _front_matter(tmp_path / "open" / "README.md")
+    assert meta["license"] == "apache-2.0"
+    assert "base_model" not in meta  # a local directory is no hub id
+    assert "fine-tuned on the teachers' answers" in body
+
+
+def test_a_hub_base_model_is_named_in_the_front_matter():
+    from persea.seal.opencard import front_matter
+
+    meta = front_matter("m", {"license": "other", "license_name": "qwen",
+                              "license_link": "https://example.org/l"},
+                        {"toyworld": {"split": "test", "run_id": "r", "scores": {
+                            "toyworld/overall": {"mean": 0.812345, "n": 200}}}},
+                        ["x"], "Qwen/Qwen3-0.6B")
+    assert meta["base_model"] == "Qwen/Qwen3-0.6B"
+    assert meta["base_model_relation"] == "finetune"
+    assert (meta["license"], meta["license_name"]) == ("other", "qwen")
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"] == {"name": "persea toyworld (test split)", "type": "toyworld",
+                                 "split": "test"}
+    assert result["metrics"][0]["value"] == 0.8123

@@ -9,7 +9,6 @@ from typing import Optional
 import typer
 
 from persea.cli.output import wide_console
-from persea.cli.seal import KeyringOpt
 from persea.errors import PerseaError
 from persea.project import load_project
 from persea.seal.export import export_open
@@ -33,10 +32,13 @@ def export(open_weights: bool = typer.Option(
            out_dir: Optional[Path] = typer.Option(
                None, "--out", help="Where the export goes (default: export.out/NAME-"
                "FINGERPRINT in the project; never overwritten)."),
-           keyring: Optional[Path] = KeyringOpt):
-    """Export a checkpoint as open weights if persea.yaml's export policy allows it; the
-    decision is recorded in the project's register of generations either way (exit status
-    1 when the policy refuses)."""
+           keyring: Optional[Path] = typer.Option(
+               None, "--keyring", help="For a sealed checkpoint: the directory with kek.key "
+               "and signing.pub (default: $PERSEA_KEYRING; $PERSEA_SEAL_KEY overrides "
+               "kek.key).")):
+    """Export a checkpoint as open weights if persea.yaml's export policy allows it. The
+    policy's decision, allowed or refused, is recorded in the project's register of
+    generations (generations.jsonl); a refusal writes nothing else and exits with status 1."""
     if not open_weights:
         raise PerseaError("persea export: pass --open (open weights are the only track)")
     proj = load_project(project)
