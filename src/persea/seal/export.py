@@ -126,7 +126,7 @@ def resolve_checkpoint(project, checkpoint: Path | None = None,
                     read_record(d)["model"]["fingerprint"] == gen.fingerprint:
                 return Checkpoint(d, gen.fingerprint, read_record(d))
         raise PerseaError(f"--generation {generation}: none of its sealed directories is "
-                          f"still there ({', '.join(s['paths']['sealed'] for s in gen.seals)})"
+                          f"still there ({', '.join(str(s.get('paths', {}).get('sealed')) for s in gen.seals)})"
                           "; name a copy with --checkpoint")
     if checkpoint is None:
         d = student_dir(project)
