@@ -518,6 +518,59 @@ class LicencesSpec(_Strict):
     commercial: StrictBool = True
 
 
+HF_LICENSE_ID = r"^[a-z0-9][a-z0-9.+-]*$"
+
+
+class ExportPolicy(_Strict):
+    """Which checkpoints may leave as open weights (`persea export --open`); every rule
+    given must hold.
+
+    - `behind_sealed: N`: the checkpoint is a sealed generation with at least N
+      generations sealed after it (0: any checkpoint);
+    - `below_sealed_by: M`: on every metric of `metrics` (default: release.core_metrics,
+      else toyworld/overall) its score is at least M (0 to 1) below the newest sealed
+      generation's.
+    """
+
+    behind_sealed: StrictInt | None = Field(None, ge=0, le=10_000)
+    below_sealed_by: float | None = Field(None, ge=0, le=1)
+    metrics: list[str] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> "ExportPolicy":
+        if self.behind_sealed is None and self.below_sealed_by is None:
+            raise ValueError("give at least one rule: behind_sealed (generations) or "
+                             "below_sealed_by (a score margin)")
+        if self.metrics is not None and self.below_sealed_by is None:
+            raise ValueError("`metrics:` goes with `below_sealed_by:` only")
+        return self
+
+
+class ExportSpec(_Strict):
+    """The open track: where `persea export --open` writes, what the model card says, and
+    the policy a checkpoint must meet before it is written (docs/seal.md, "The open
+    track")."""
+
+    out: str = "exports"
+    policy: ExportPolicy
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=96)
+    # the Hugging Face licence id of the card; None: the teachers' (and base model's)
+    # licence when they all share one
+    license: str | None = Field(None, pattern=HF_LICENSE_ID, max_length=64)
+    license_name: str | None = Field(None, pattern=HF_LICENSE_ID, max_length=64)
+    license_link: str | None = Field(None, pattern=r"^https?://", max_length=500)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
+
+    @model_validator(mode="after")
+    def _other(self) -> "ExportSpec":
+        if (self.license == "other") != (self.license_name is not None):
+            raise ValueError("`license: other` needs `license_name:` (and `license_name:` "
+                             "goes with `license: other` only)")
+        if self.license_link is not None and self.license is None:
+            raise ValueError("`license_link:` goes with `license:`")
+        return self
+
+
 class Project(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     seed: StrictInt = 0
@@ -530,6 +583,7 @@ class Project(_Strict):
     release: ReleaseSpec | None = None  # None: no policy, so `persea gate` refuses
     serve: ServeSpec = ServeSpec()
     licences: LicencesSpec = LicencesSpec()
+    export: ExportSpec | None = None  # None: `persea export` refuses (no policy)
 
     @model_validator(mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from rich.table import Table
 from persea.cli.admin import register as register_admin_commands
 from persea.cli.distill import print_transfer
 from persea.cli.evaluate import EvalOptions, run_eval
+from persea.cli.export import register as register_export_commands
 from persea.cli.gate import run_gate
 from persea.cli.harvest import routing_table, summary_table
 from persea.cli.licences import register as register_licence_commands
@@ -295,6 +296,8 @@ register_admin_commands(app)
 register_route_commands(app)
 # seal, keygen (persea.cli.seal).
 register_seal_commands(app)
+# export --open: open weights, when the export policy allows (persea.cli.export).
+register_export_commands(app)
 # licences: the teachers' licences and what they ask (persea.cli.licences).
 register_licence_commands(app)
 

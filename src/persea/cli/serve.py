@@ -32,8 +32,9 @@ from persea.project import PROJECT_FILE, LoadedProject, ServedModel, database_ur
     load_project
 from persea.route.breaker import BreakerSettings, make_breaker
 from persea.route.policy import Router, build_routes
+from persea.seal import generations
 from persea.seal.keyring import Keyring
-from persea.seal.unseal import is_sealed
+from persea.seal.unseal import is_sealed, read_record
 from persea.serve.limits import make_limiter
 
 DEFAULT_PRICE = ("0.50", "1.50")       # money per million input / output tokens
@@ -290,4 +291,21 @@ def run_serve(options: ServeOptions, echo=print) -> None:
          f"(database {safe_url(url)}; rate limits and breakers "
          f"{'in Redis' if redis else 'in this process'}; admin API "
          f"{'on' if admin_token else 'off'})")
+    _record_served(project, options, f"http://{host}:{port}/v1")
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+
+
+def _record_served(project: LoadedProject | None, options: ServeOptions, address: str) -> None:
+    """A sealed directory of this project, served: a `served` entry in the project's
+    register of generations (persea.seal.generations)."""
+    if project is None:
+        return
+    for name, source in _pairs(options.models, "--model", "persea-small=qwen3-toy"):
+        d = Path(source).expanduser()
+        if is_sealed(d):
+            record = read_record(d)
+            if record.get("model", {}).get("project") == project.spec.name:
+                generations.append(project, generations.SERVED,
+                                   record["model"]["fingerprint"], name=name,
+                                   sealed_id=record["id"], address=address,
+                                   paths={"sealed": str(d.resolve())})

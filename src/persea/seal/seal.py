@@ -6,7 +6,8 @@ sealed (their fingerprint), or a recorded forced release of them (`--force-relea
 written. The same holds for a teacher whose licence the licence policy refuses (or that
 declares none); the obligations of the others go into the BOM, NOTICE and MODEL_CARD.md. The keys are resolved before anything is written too, and the sealed directory
 is built beside its destination and renamed into place only when complete, so an
-interrupted seal leaves no half-sealed directory under the name.
+interrupted seal leaves no half-sealed directory under the name. Once in place, the seal
+is appended to the project's register of generations (persea.seal.generations).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from persea.licences import policy
 from persea.licences.notices import card_text, notice_text
 from persea.models.fingerprint import fingerprint_digests, fingerprint_model_dir, \
     is_fingerprinted
-from persea.seal import layout
+from persea.seal import generations, layout
 from persea.seal.bom import write_bom
 from persea.seal.keyring import Keyring
 from persea.seal.signature import sign_directory
@@ -182,5 +183,11 @@ def seal_student(project, out: Path, keyring: Keyring, *, force: bool = False,
         os.rename(inner, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    generations.append(
+        project, generations.SEALED, sealed_fp, sealed_id=sealed_id,
+        paths={"checkpoint": str(model_dir.resolve()), "sealed": str(out.resolve())},
+        release={k: release.get(k) for k in ("kind", "gate_id", "release_id", "who",
+                                             "reason") if release.get(k)},
+        evaluation=generations.evaluation_of(project, sealed_fp))
     return SealResult(out, sealed_id, sealed_fp, release, plain, sealed_bytes,
                       time.perf_counter() - started)
