@@ -103,4 +103,12 @@ release:
     - beat: gptoss-toy
     - within_best_teacher: 10
       metrics: skills
+
+# The open track: `persea export --open` writes a checkpoint as open weights with a model
+# card, only when this policy allows it (every rule given must hold), and records the
+# decision in generations.jsonl beside the seals (docs/seal.md, "The open track"). Without
+# an `export:` section nothing is exported. For example, publish only a generation that
+# has at least one newer sealed generation after it:
+# export:
+#   policy: {{behind_sealed: 1}}
 """
