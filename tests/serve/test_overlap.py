@@ -53,9 +53,10 @@ def _slow_reserves(env, seconds: float) -> list[float]:
 
         def slow(conn):
             time.sleep(seconds)
-            out = op(conn)
-            ended.append(time.monotonic())
-            return out
+            try:
+                return op(conn)
+            finally:  # held or refused
+                ended.append(time.monotonic())
         return slow
 
     env.accounts.reserve_op = reserve_op
