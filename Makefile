@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= demo-project
 
-.PHONY: setup demo seal-demo test teachers clean
+.PHONY: setup demo seal-demo test teachers clean bench-peers
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,15 @@ test: setup
 # Rebuild the three built-in teachers from their seed (about 15 minutes on 2 cores).
 teachers: setup
 	$(BIN)/python -m persea.toyworld.build
+
+# The peers bench/gateway_overhead.py measures beside persea, when present: the LiteLLM
+# proxy (PyPI, in a venv of its own) and the Portkey gateway (npm). Git-ignored; optional.
+PEERS ?= bench/.peers
+bench-peers:
+	test -x $(PEERS)/litellm/bin/litellm || { $(PYTHON) -m venv $(PEERS)/litellm && \
+		$(PEERS)/litellm/bin/python -m pip install --quiet 'litellm[proxy]'; }
+	test -d $(PEERS)/portkey/node_modules/@portkey-ai/gateway || \
+		npm install --prefix $(PEERS)/portkey --no-fund --no-audit @portkey-ai/gateway
 
 clean:
 	rm -rf $(VENV) $(DEMO)

@@ -67,7 +67,7 @@ class MemoryAccounts:
     def check_model(self, caller, model):
         return self._real.check_model(caller, model)
 
-    def reserve_op(self, caller, model, prompt_tokens, max_tokens, request_id):
+    def reserve_op(self, caller, model, prompt_tokens, max_tokens, request_id, instead=()):
         from datetime import datetime, timezone
 
         from persea.accounts import Reservation
@@ -76,7 +76,7 @@ class MemoryAccounts:
                                   Decimal(0), datetime.now(timezone.utc))
         return lambda conn: reservation
 
-    def settle_op(self, reservation, prompt_tokens, completion_tokens):
+    def settle_op(self, reservation, prompt_tokens, completion_tokens, **answered):
         return lambda conn: None
 
     def release_op(self, reservation):
@@ -118,7 +118,8 @@ def serve_gateway(port: int, db_url: str, upstream: str, variant: str) -> None:
     accounts = Accounts(make_engine(db_url))
     if variant == "memory":
         accounts = MemoryAccounts(accounts)
-    app = create_app(accounts, {"stub": UpstreamBackend("stub", upstream)})
+    app = create_app(accounts, {"stub": UpstreamBackend("stub", upstream)},
+                     overlap=variant != "serial")
     if variant == "memory":
         app.state.gateway.writer.close()
         app.state.gateway.writer = MemoryWriter()
@@ -249,6 +250,8 @@ def main() -> None:
     ap.add_argument("--postgres", metavar="URL",
                     help="also measure a gateway on this PostgreSQL (in a fresh schema, "
                     "dropped after), e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    ap.add_argument("--workers", type=int, help="workers of the `persea serve --workers` row "
+                    "(default: one per core)")
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
@@ -256,7 +259,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.role == "stub":
         return serve_stub(args.port)
-    if args.role in ("gateway", "gateway-memory", "gateway-normal"):
+    if args.role in ("gateway", "gateway-memory", "gateway-normal", "gateway-serial"):
         return serve_gateway(args.port, args.db, args.upstream, args.role.partition("-")[2])
 
     from persea.serve.stub_upstream import free_port
@@ -267,7 +270,8 @@ def main() -> None:
         # (label, gateway variant, database): the first is the one the verdict is about.
         targets = [("through the gateway (SQLite)", "", sqlite_url),
                    ("diagnostic: SQLite synchronous=NORMAL", "normal", sqlite_url),
-                   ("diagnostic: accounts in memory, no database", "memory", sqlite_url)]
+                   ("diagnostic: accounts in memory, no database", "memory", sqlite_url),
+                   ("diagnostic: reserve committed before the model", "serial", sqlite_url)]
         schema = None
         if args.postgres:
             pg_url, schema = _fresh_schema(args.postgres)
@@ -285,10 +289,14 @@ def main() -> None:
             urls.append(f"http://127.0.0.1:{port}/v1/chat/completions")
         keys = [pg_key if db != sqlite_url else key for _, _, db in targets]
         direct = stub_url + "/chat/completions"
+        extra, missing = _start_rows(args, stub_url, sqlite_url, key, Path(tmp))
+        procs += [proc for _, proc, _, _ in extra]
         try:
             _wait_ready(direct, procs[0], {})
             for url, proc, k in zip(urls, procs[1:], keys):
                 _wait_ready(url, proc, {"Authorization": f"Bearer {k}"})
+            extra = _ready_rows(extra, missing)
+            lats_x = [[] for _ in extra]
             # Interleave blocks so drift in machine load hits every side alike.
             lat_d, lats = [], [[] for _ in targets]
             block = max(1, args.requests // 8)
@@ -296,10 +304,14 @@ def main() -> None:
                 lat_d += sequential(direct, {}, block)
                 for lat, url, k in zip(lats, urls, keys):
                     lat += sequential(url, {"Authorization": f"Bearer {k}"}, block)
+                for lat, (_, _, url, headers) in zip(lats_x, extra):
+                    lat += sequential(url, headers, block)
             rps_d = asyncio.run(_concurrent(direct, {}, args.clients, args.seconds))
             rpss = [asyncio.run(_concurrent(url, {"Authorization": f"Bearer {k}"},
                                             args.clients, args.seconds))
                     for url, k in zip(urls, keys)]
+            rpss_x = [asyncio.run(_concurrent(url, headers, args.clients, args.seconds))
+                      for _, _, url, headers in extra]
         finally:
             for p in procs:
                 p.terminate()
@@ -317,6 +329,11 @@ def main() -> None:
     for (name, _, _), lat, rps in zip(targets, lats, rpss):
         print(f"| {name} | {pct(lat, 0.5):.2f} | {pct(lat, 0.9):.2f} | {pct(lat, 0.99):.2f} | "
               f"{rps:.0f} |")
+    for (name, _, _, _), lat, rps in zip(extra, lats_x, rpss_x):
+        print(f"| {name} | {pct(lat, 0.5):.2f} | {pct(lat, 0.9):.2f} | {pct(lat, 0.99):.2f} | "
+              f"{rps:.0f} |")
+    for name, why in missing:
+        print(f"| {name} | not run: {why} | | | |")
     for (name, _, _), lat, rps in zip(targets, lats, rpss):
         added = name.replace("through the gateway", "added by the gateway").replace(
             "diagnostic:", "added,")
@@ -329,6 +346,103 @@ def main() -> None:
     met = p50 <= 1.0 and p99 <= 5.0 and ratio >= 0.5
     print(f"\ngateway overhead: p50 {p50:+.2f} ms (target <= 1), p99 {p99:+.2f} ms (<= 5), "
           f"throughput {ratio:.2f}x direct (>= 0.5): {'met' if met else 'not met'}")
+    _peer_verdicts(lat_d, rps_d, [(n, lat, rps) for (n, _, _), lat, rps in zip(targets, lats, rpss)]
+                   + [(n, lat, rps) for (n, _, _, _), lat, rps in zip(extra, lats_x, rpss_x)],
+                   missing)
+
+
+# -- persea serve --workers, and the peers (LiteLLM proxy, Portkey gateway) ----------------
+
+PEERS = ROOT / "bench" / ".peers"  # `make bench-peers` installs them here (git-ignored)
+WORKERS_ROW = "persea serve --workers {n} (SQLite)"
+LITELLM_ROW = "peer: LiteLLM proxy"
+PORTKEY_ROW = "peer: Portkey gateway"
+
+
+def _start_rows(args, stub_url: str, sqlite_url: str, key: str, tmp: Path):
+    """The rows that run as their own commands: `persea serve --workers N` on the same
+    database as the first gateway, and each peer that is installed. Returns
+    ([(name, process, url, headers)], [(name, why it did not run)])."""
+    from persea.serve.stub_upstream import free_port
+
+    started, missing = [], []
+    n = args.workers or len(os.sched_getaffinity(0))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "persea.cli", "serve", "--workers", str(n),
+                             "--port", str(port), "--db", sqlite_url, "--upstream",
+                             f"stub={stub_url}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    started.append((WORKERS_ROW.format(n=n), proc, f"http://127.0.0.1:{port}/v1/chat/"
+                    "completions", {"Authorization": f"Bearer {key}"}))
+    litellm = PEERS / "litellm" / "bin" / "litellm"
+    if not litellm.exists():
+        missing.append((LITELLM_ROW, f"not installed (`make bench-peers`: {litellm})"))
+    else:
+        config = tmp / "litellm.yaml"
+        config.write_text(json.dumps({"model_list": [{"model_name": "stub", "litellm_params": {
+            "model": "openai/stub", "api_base": stub_url, "api_key": "none"}}]}))
+        port = free_port()
+        started.append((LITELLM_ROW, subprocess.Popen(
+            [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port",
+             str(port), "--num_workers", str(len(os.sched_getaffinity(0)))],
+            cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            f"http://127.0.0.1:{port}/v1/chat/completions", {}))
+    portkey = PEERS / "portkey" / "node_modules" / "@portkey-ai" / "gateway" / "build" / \
+        "start-server.js"
+    if not portkey.exists():
+        missing.append((PORTKEY_ROW, f"not installed (`make bench-peers`: {portkey})"))
+    else:
+        port = free_port()
+        started.append((PORTKEY_ROW, subprocess.Popen(
+            ["node", str(portkey), f"--port={port}", "--headless"], cwd=tmp,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            {"x-portkey-provider": "openai", "x-portkey-custom-host": stub_url,
+             "Authorization": "Bearer none"}))
+    return started, missing
+
+
+def _ready_rows(started, missing):
+    """Those of `started` that answer; the others are moved to `missing`, with why."""
+    ready = []
+    for name, proc, url, headers in started:
+        try:
+            _wait_ready(url, proc, headers)
+        except SystemExit as err:
+            missing.append((name, f"could not start ({err})"))
+            proc.terminate()
+            continue
+        ready.append((name, proc, url, headers))
+    return ready
+
+
+def _peer_verdicts(lat_d, rps_d, rows, missing) -> None:
+    """One verdict line per target that compares persea (`persea serve --workers N`: the
+    default deployment, durable metering on SQLite with synchronous=FULL) with a peer."""
+    ours = next(((n, lat, rps) for n, lat, rps in rows if n.startswith("persea serve")), None)
+    if ours is None:
+        print("persea serve --workers: did not run, no comparison with the peers")
+        return
+    name, lat, rps = ours
+
+    def added(values, q):
+        return pct(values, q) - pct(lat_d, q)
+
+    p50, p99 = added(lat, 0.5), added(lat, 0.99)
+    print(f"{name}: p50 {p50:+.2f} ms added (target <= 1 ms for a lone request): "
+          f"{'met' if p50 <= 1.0 else 'not met'}; {rps:.0f} req/s = {rps / rps_d:.2f}x the "
+          f"stub's (target >= 0.5x): {'met' if rps / rps_d >= 0.5 else 'not met'}")
+    for peer, plat, prps in rows:
+        if not peer.startswith("peer:"):
+            continue
+        q50, q99 = added(plat, 0.5), added(plat, 0.99)
+        met = p50 < q50 and p99 < q99 and rps > prps
+        print(f"vs {peer[6:]}: p50 added {p50:+.2f} vs {q50:+.2f} ms, p99 added {p99:+.2f} vs "
+              f"{q99:+.2f} ms, {rps:.0f} vs {prps:.0f} req/s (ratio {rps / prps:.2f}x): "
+              f"{'met' if met else 'not met'}")
+    for peer, why in missing:
+        if peer.startswith("peer:"):
+            print(f"vs {peer[6:]}: not measured ({why})")
 
 
 def _fresh_schema(url: str) -> tuple[str, str]:

@@ -47,7 +47,7 @@ def test_persea_serve_first_start_leaves_a_private_database(tmp_path, open_umask
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))  # no server
     printed: list[str] = []
     run_serve(ServeOptions(db=f"sqlite:///{tmp_path / 'persea.db'}",
-                           models=["toy=qwen3-toy"]), echo=printed.append)
+                           models=["toy=qwen3-toy"], workers=1), echo=printed.append)
     try:
         assert served and any("first API key" in line for line in printed)
         modes = _modes(tmp_path)

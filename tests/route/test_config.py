@@ -200,7 +200,8 @@ def test_a_released_student_is_served_at_its_configured_price(tmp_path, student_
     started = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append((app, kw)))
     monkeypatch.setenv("PERSEA_DB", "")
-    code, out, err = run_cli(capsys, monkeypatch, "serve", "-p", str(project), "--port", "8123")
+    code, out, err = run_cli(capsys, monkeypatch, "serve", "-p", str(project), "--port", "8123",
+                             "--workers", "1")
     assert code == 0, err
     app, kw = started[0]
     try:

@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from persea.serve.limits import Ask, MemoryLimiter, RedisLimiter, retry_after_header
+from persea.serve.limits import (Ask, LimiterFull, MemoryLimiter, RedisLimiter, SharedLimiter,
+                                 retry_after_header)
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -32,9 +33,12 @@ def _redis_or_skip() -> RedisLimiter:
     return RedisLimiter(REDIS_URL, prefix=f"persea-test:{uuid.uuid4().hex}:")
 
 
-@pytest.fixture(params=["memory", "redis"])
-def limiter(request):
-    lim = MemoryLimiter() if request.param == "memory" else _redis_or_skip()
+@pytest.fixture(params=["memory", "shared", "redis"])
+def limiter(request, tmp_path):
+    if request.param == "shared":
+        lim = SharedLimiter(SharedLimiter.create(tmp_path / "limits"))
+    else:
+        lim = MemoryLimiter() if request.param == "memory" else _redis_or_skip()
     yield lim
     if isinstance(lim, RedisLimiter):
         import redis
@@ -117,3 +121,44 @@ def test_memory_buckets_refill_at_the_rate():
 
     got = run(go())
     assert got[:2] == [0.0, 0.0] and got[2] == pytest.approx(0.5)
+
+
+def _take_in_another_process(path: str, n: int, out) -> None:
+    lim = SharedLimiter(path)
+    out.put(sum(lim.acquire_now([Ask("org:p:rpm", 30, 1)]) == 0.0 for _ in range(n)))
+
+
+def test_shared_buckets_hold_one_limit_across_processes(tmp_path):
+    """Four processes (as `persea serve --workers 4`) take 20 each from one bucket of 30 per
+    minute through the same file: 30 are granted in all, not 30 each."""
+    import multiprocessing
+
+    path = SharedLimiter.create(tmp_path / "limits")
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_take_in_another_process, args=(path, 20, out))
+             for _ in range(4)]
+    for p in procs:
+        p.start()
+    granted = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert sum(granted) == 30 and all(p.exitcode == 0 for p in procs)
+
+
+def test_shared_buckets_refill_and_full_ones_give_their_slot_away(tmp_path):
+    clock = FakeClock()
+    lim = SharedLimiter(SharedLimiter.create(tmp_path / "limits", slots=2), clock)
+    one = Ask("one", 60, 1)  # one per second
+    for _ in range(60):
+        assert lim.acquire_now([one]) == 0.0
+    assert lim.acquire_now([one]) == pytest.approx(1.0)
+    clock.now += 2.5
+    assert [lim.acquire_now([one]) for _ in range(2)] == [0.0, 0.0]
+    assert lim.acquire_now([Ask("two", 60, 1)]) == 0.0  # the second slot
+    with pytest.raises(LimiterFull):  # both slots hold buckets below their limit
+        lim.acquire_now([Ask("three", 60, 1)])
+    clock.now += 61  # both full again: the same as no bucket, so a new key may take one
+    assert lim.acquire_now([Ask("three", 60, 60)]) == 0.0
+    assert lim.acquire_now([Ask("three", 60, 1)]) > 0  # its own bucket, not one's
+    assert lim.acquire_now([one]) == 0.0

@@ -277,7 +277,10 @@ def serve(project: Optional[Path] = ProjectOpt,
           keyring: Optional[str] = typer.Option(
               None, help="For a sealed directory given to --model: the keyring with kek.key "
               "and signing.pub (default: $PERSEA_KEYRING; $PERSEA_SEAL_KEY overrides "
-              "kek.key).")):
+              "kek.key)."),
+          workers: Optional[int] = typer.Option(
+              None, min=1, max=512, help="Gateway processes on the one port, sharing the "
+              "database and the rate limits (default: one per core).")):
     """Serve the project's models and routes (persea.yaml `serve:`; by default its released
     student) through the OpenAI-compatible API, with keys, limits and metering. A model
     directory is served only once released (a passing `persea gate`); a sealed directory
@@ -286,7 +289,8 @@ def serve(project: Optional[Path] = ProjectOpt,
                            models=list(model or []),
                            upstreams=list(upstream or []), redis=redis,
                            admin_token=admin_token, force_release=force_release,
-                           release_reason=reason, forced_by=forced_by, keyring=keyring),
+                           release_reason=reason, forced_by=forced_by, keyring=keyring,
+                           workers=workers),
               echo=lambda line: out.print(line, soft_wrap=True, highlight=False))
 
 

@@ -9,13 +9,25 @@ On the first start with an empty database it creates a default plan that prices 
 model (at its configured price, else DEFAULT_PRICE), a default organisation and a first API
 key, and prints that key once, so that a new user can run `persea serve`, copy the key, and
 call the API with curl or the openai client.
+
+`--workers N` (default: one per core) runs N gateway processes on one port, each with its
+own SO_REUSEPORT socket (persea.serve.workers: the kernel spreads connections). This process
+checks everything first (the database migrated, the models loadable, the routes sound, the
+first key) and then only supervises; each worker builds its own backends and app
+(`worker_app`). They share the database (every reserve is one conditional UPDATE there, so
+budgets hold across them) and the rate limits: in Redis with `--redis`, else in a small
+shared file (`persea.serve.limits.SharedLimiter`) that this process creates and removes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from dataclasses import dataclass, field
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
@@ -35,10 +47,19 @@ from persea.route.policy import Router, build_routes
 from persea.seal import generations
 from persea.seal.keyring import Keyring
 from persea.seal.unseal import is_sealed, read_record
-from persea.serve.limits import make_limiter
+from persea.serve.limits import SharedLimiter, make_limiter
 
 DEFAULT_PRICE = ("0.50", "1.50")       # money per million input / output tokens
 log = logging.getLogger("persea.serve")
+WORKER_ENV = "PERSEA_SERVE_WORKER"  # a worker's options, as JSON (set by the supervisor)
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -58,6 +79,10 @@ class ServeOptions:
     release_reason: str | None = None
     forced_by: str | None = None
     keyring: str | None = None  # for sealed directories (persea.seal.keyring)
+    workers: int | None = None  # gateway processes on one port; None: one per core
+    # set by the supervisor for its workers:
+    limiter_file: str | None = None  # SharedLimiter table (no Redis, several workers)
+    releases_checked: bool = False  # the supervisor has checked (and recorded) releases
 
 
 def _pairs(values: list[str], flag: str, example: str) -> list[tuple[str, str]]:
@@ -109,15 +134,17 @@ def _sealed_backend(name: str, source: str, options: ServeOptions):
 
 
 def _flag_backends(options: ServeOptions) -> dict:
-    from persea.serve.backends.builtin import load_builtin  # heavy: torch
     from persea.serve.backends.upstream import UpstreamBackend  # heavy: aiohttp
 
     backends: dict = {}
     for name, source in _pairs(options.models, "--model", "persea-small=qwen3-toy"):
+        from persea.serve.backends.builtin import load_builtin  # heavy: torch, only if used
+
         if is_sealed(Path(source).expanduser()):
             backend = _sealed_backend(name, source, options)
         else:
-            _require_release_of_directory(source, options)
+            if not options.releases_checked:
+                _require_release_of_directory(source, options)
             backend = load_builtin(name, source, torch_threads=options.torch_threads)
         backend.window = options.batch_window_ms / 1000
         backends[name] = backend
@@ -173,8 +200,9 @@ def _project_backends(project: LoadedProject, options: ServeOptions) -> dict:
             source = spec.builtin
         else:  # the student or a model directory: served only once released
             d = _model_dir(project, spec, i)
-            require_release(project, d, options.force_release, options.release_reason,
-                            options.forced_by, db=options.db)
+            if not options.releases_checked:
+                require_release(project, d, options.force_release, options.release_reason,
+                                options.forced_by, db=options.db)
             source = str(d)
         backend = load_builtin(spec.name, source, torch_threads=options.torch_threads)
         backend.window = options.batch_window_ms / 1000
@@ -246,16 +274,50 @@ def safe_url(url: str) -> str:
     return sa.make_url(url).render_as_string(hide_password=True)
 
 
-def run_serve(options: ServeOptions, echo=print) -> None:
-    import uvicorn  # heavy: uvicorn
-
-    from persea.serve.app import create_app  # heavy: fastapi
-
-    project = find_project(options)
+def _where(options: ServeOptions, project: LoadedProject | None):
     spec = project.spec.serve if project is not None else None
     host = options.host or (spec.host if spec else "127.0.0.1")
     port = options.port or (spec.port if spec else 8000)
     redis = options.redis or (spec.redis if spec else None)
+    return host, port, redis
+
+
+def _app(options: ServeOptions, project: LoadedProject | None, backends: dict, router,
+         accounts: Accounts, redis: str | None):
+    from persea.serve.app import create_app  # heavy: fastapi
+
+    admin_token = options.admin_token or os.environ.get("PERSEA_ADMIN_TOKEN")
+    return create_app(accounts, backends, limiter=make_limiter(redis, options.limiter_file),
+                      admin_token=admin_token, body_limit=options.body_limit, router=router)
+
+
+def worker_app():
+    """One worker of `persea serve --workers N` (uvicorn calls this in each worker process):
+    the app over its own backends, with the options the supervisor checked. A failure here
+    is one line and exit status 3, which stops the supervisor instead of a restart loop."""
+    try:
+        options = ServeOptions(**json.loads(os.environ[WORKER_ENV]))
+        options.project = Path(options.project) if options.project else None
+        project = find_project(options)
+        _, _, redis = _where(options, project)
+        router = build_router(project, served_names(options, project), redis)
+        backends = build_backends(options, project)
+        return _app(options, project, backends, router,
+                    Accounts(options.db, actor="persea serve"), redis)
+    except Exception as err:  # noqa: BLE001 - one line; the supervisor stops
+        message = err.message if isinstance(err, PerseaError) else type(err).__name__
+        log.error("gateway worker %d could not start: %s", os.getpid(), message)
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE
+
+
+def run_serve(options: ServeOptions, echo=print) -> None:
+    import uvicorn  # heavy: uvicorn
+
+    workers = options.workers if options.workers is not None else default_workers()
+    if workers < 1:
+        raise PerseaError(f"--workers {workers}: expected 1 or more")
+    project = find_project(options)
+    host, port, redis = _where(options, project)
     url = database_url(options.db, project) if project is not None else resolve_url(options.db)
     try:
         upgrade(url)
@@ -264,7 +326,7 @@ def run_serve(options: ServeOptions, echo=print) -> None:
                           f"({type(err).__name__})") from None
     options.db = url  # release records go to the database being served from
     router = build_router(project, served_names(options, project), redis)  # checked first
-    backends = build_backends(options, project)
+    backends = build_backends(options, project)  # with several workers: a check, then dropped
     accounts = Accounts(url, actor="persea serve")
     prices = prices_of(project)
     first_key = bootstrap(accounts, list(backends), prices)
@@ -277,8 +339,6 @@ def run_serve(options: ServeOptions, echo=print) -> None:
         echo(f"note: no plan sells {', '.join(unpriced)} yet; price it with the admin API "
              "or CLI before anyone can call it")
     admin_token = options.admin_token or os.environ.get("PERSEA_ADMIN_TOKEN")
-    app = create_app(accounts, backends, limiter=make_limiter(redis),
-                     admin_token=admin_token, body_limit=options.body_limit, router=router)
     offered = [*backends, *router.routes]
     if first_key:
         base = f"http://{host}:{port}/v1"
@@ -287,12 +347,35 @@ def run_serve(options: ServeOptions, echo=print) -> None:
              f"-d '{{\"model\": \"{(list(router.routes) or list(backends))[0]}\", "
              f"\"messages\": [{{\"role\": \"user\", \"content\": \"What is 12 plus "
              "30?\"}]}'")
+    shared = "in Redis" if redis else ("in this process" if workers == 1 else
+                                       "shared by the workers")
     echo(f"serving {', '.join(offered)} on http://{host}:{port}/v1 "
-         f"(database {safe_url(url)}; rate limits and breakers "
-         f"{'in Redis' if redis else 'in this process'}; admin API "
-         f"{'on' if admin_token else 'off'})")
+         f"({workers} worker process{'es' if workers > 1 else ''}; database {safe_url(url)}; "
+         f"rate limits {shared}; breakers {'in Redis' if redis else 'per process'}; admin "
+         f"API {'on' if admin_token else 'off'})")
     _record_served(project, options, f"http://{host}:{port}/v1")
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+    if workers == 1:
+        app = _app(options, project, backends, router, accounts, redis)
+        uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+        return
+    del backends  # each worker loads its own
+    accounts.close()
+    tmp = tempfile.mkdtemp(prefix="persea-serve-")
+    try:
+        spec = asdict(options)
+        spec.update(project=str(project.root) if project is not None else None,
+                    releases_checked=True, workers=1,
+                    limiter_file=None if redis else SharedLimiter.create(
+                        Path(tmp) / "rate-limits"))
+        os.environ[WORKER_ENV] = json.dumps(spec)
+        from persea.serve.workers import run_workers
+
+        if run_workers(workers, host, port, "persea.cli.serve:worker_app"):
+            raise PerseaError(f"a gateway worker could not start on {host}:{port} (its line "
+                              "above says why); nothing is served")
+    finally:
+        os.environ.pop(WORKER_ENV, None)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _record_served(project: LoadedProject | None, options: ServeOptions, address: str) -> None:

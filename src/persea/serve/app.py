@@ -47,11 +47,14 @@ def _route_label(path: str) -> str:
 def create_app(accounts: Accounts, backends: dict[str, Backend], *,
                limiter: Limiter | None = None, admin_token: str | None = None,
                body_limit: int = DEFAULT_BODY_LIMIT, db_threads: int = 8,
-               reconcile: bool = True, router: Router | None = None) -> FastAPI:
+               reconcile: bool = True, router: Router | None = None,
+               overlap: bool = True) -> FastAPI:
+    """`overlap`: let the model start while the reservation commits (the answer still waits
+    for it: persea.serve.gateway); False waits for the commit first."""
     metrics = Metrics()
     limiter = limiter or MemoryLimiter()
     gateway = Gateway(accounts, backends, limiter, metrics, db_threads=db_threads,
-                      router=router)
+                      router=router, overlap=overlap)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -5,6 +5,15 @@
     -> rate limits (429 + Retry-After) -> reserve the worst case (402) -> [generate]
     -> settle with the exact counts  |  release when the backend failed (nothing charged)
 
+The reserve's commit and the model run side by side (`admit(..., overlap=True)`, what the
+HTTP handlers ask for): the reserve is queued on the writer and the model starts at once;
+the answer (a whole one, or a stream's first chunk) is withheld until the reserve is
+durable. Refused (402), the model's work is cancelled and thrown away, unbilled, and the
+caller gets the 402 as before. So a lone request waits for max(commit, model), not their
+sum, and no answer ever goes out without a durable hold behind it. An org refused in the
+last `OVERLAP_PAUSE_S` seconds is not given that head start: its requests wait for the
+commit first, so a caller past its budget cannot keep the models busy for free.
+
 Every decision to charge or release is taken here: `admit` reserves, `complete` and `stream`
 run the model and settle or release on every way out (a stream whose caller went away is
 charged for what it produced); the HTTP routes only translate the wire to these calls and
@@ -47,6 +56,7 @@ from persea.accounts.writer import GroupWriter, WalCheckpointer, WriterClosed
 log = logging.getLogger("persea.serve")
 
 INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
+OVERLAP_PAUSE_S = 10.0  # after a 402, an org's requests wait for their reserve's commit
 
 
 def api_error(err: AccountsError) -> ApiError:
@@ -75,9 +85,10 @@ class Admission:
     backend: Backend
     prepared: Prepared
     sampling: Sampling
-    reservation: Reservation
+    reservation: Reservation | None  # None while `pending`
     tpm: Ask | None
     done: bool = False
+    pending: asyncio.Future | None = None  # the reserve, still committing (overlap)
     route: Route | None = None
     candidates: list[Candidate] = field(default_factory=list)
     attempts: int = 0  # models tried so far, the one trying now included
@@ -133,8 +144,11 @@ def _messages(prompt: Prompt) -> list[dict[str, str]]:
 
 class Gateway:
     def __init__(self, accounts: Accounts, backends: dict[str, Backend], limiter: Limiter,
-                 metrics: Metrics, *, db_threads: int = 8, router: Router | None = None):
+                 metrics: Metrics, *, db_threads: int = 8, router: Router | None = None,
+                 overlap: bool = True):
         self.accounts = accounts
+        self.overlap = overlap  # may the model start while the reserve commits
+        self._refused_at: dict[str, float] = {}  # org -> when it was last refused (402)
         self.backends = backends
         self.limiter = limiter
         self.metrics = metrics
@@ -278,7 +292,10 @@ class Gateway:
         return route, out
 
     async def admit(self, caller: Caller, req: AnyRequest, prompt: Prompt,
-                    prompt_param: str, id_prefix: str) -> Admission:
+                    prompt_param: str, id_prefix: str, *, overlap: bool = False) -> Admission:
+        """Every check, then the reservation. `overlap`: return as soon as the reserve is
+        queued (the admission is `pending`); `complete` and `stream` then withhold the
+        answer until it is durable, and refuse (402) if it is refused."""
         unsupported = refuse_unsupported(req)
         if unsupported:
             raise bad_request(unsupported[1], unsupported[0], "unsupported")
@@ -291,17 +308,76 @@ class Gateway:
         instead = [(c.model, c.prepared.prompt_tokens, c.sampling.max_tokens * n)
                    for c in candidates[1:]]
         try:
-            reservation = await self.write(
-                self.accounts.reserve_op, caller, first.model, first.prepared.prompt_tokens,
-                first.sampling.max_tokens * n, request_id, instead=instead,
-                key=caller.org_id)
-        except ApiError:
-            if tpm is not None:  # refused (402): it will use none of the tokens it took
+            op = self.accounts.reserve_op(caller, first.model, first.prepared.prompt_tokens,
+                                          first.sampling.max_tokens * n, request_id,
+                                          instead=instead)
+        except AccountsError as err:
+            if tpm is not None:
                 await self.limiter.refund(tpm)
+            raise api_error(err) from None
+        adm = Admission(request_id, caller, first.model, first.backend, first.prepared,
+                        first.sampling, None, tpm, route=route, candidates=candidates,
+                        started=self.router.clock())
+        try:
+            adm.pending = asyncio.wrap_future(self.writer.submit(op, key=caller.org_id))
+        except WriterClosed:
+            adm.pending = asyncio.get_running_loop().create_future()
+            adm.pending.set_exception(WriterClosed("the accounts writer is closed"))
+        if not (overlap and self.overlap and self._may_overlap(caller.org_id)):
+            await self._confirm(adm)
+        return adm
+
+    def _may_overlap(self, org_id: str) -> bool:
+        refused = self._refused_at.get(org_id)
+        return refused is None or time.monotonic() - refused > OVERLAP_PAUSE_S
+
+    async def _confirm(self, adm: Admission) -> None:
+        """Wait until the reserve is durable; refused, the admission is closed (nothing is
+        held, nothing will be settled or released), its tokens go back to the rate limit
+        and the refusal is raised."""
+        if adm.pending is None:
+            return
+        try:
+            reservation = await self._answer(asyncio.shield(adm.pending))
+        except ApiError as err:
+            adm.pending = None
+            adm.done = True
+            if err.status == 402:
+                if len(self._refused_at) > 100_000:
+                    self._refused_at.clear()
+                self._refused_at[adm.caller.org_id] = time.monotonic()
+            if adm.tpm is not None:  # refused: it will use none of the tokens it took
+                await self.limiter.refund(adm.tpm)
             raise
-        return Admission(request_id, caller, first.model, first.backend, first.prepared,
-                         first.sampling, reservation, tpm, route=route, candidates=candidates,
-                         started=self.router.clock())
+        adm.reservation, adm.pending = reservation, None
+
+    async def _reservation(self, adm: Admission) -> Reservation | None:
+        """The reservation, once durable; None when it was refused (nothing held)."""
+        if adm.pending is not None:
+            try:
+                adm.reservation = await asyncio.shield(adm.pending)
+            except Exception:  # noqa: BLE001 - refused or failed: nothing is held
+                return None
+            adm.pending = None
+        return adm.reservation
+
+    async def _while_reserving(self, adm: Admission, work):
+        """The model's `work`, with a reserve still committing beside it: refused, the work
+        is cancelled at once and the refusal raised; else the work's result (the answer is
+        withheld by the caller until `_confirm`)."""
+        if adm.pending is None:
+            return await work
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.wait([task, adm.pending], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            raise
+        if not task.done() and adm.pending.done() and adm.pending.exception() is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self._confirm(adm)  # raises the refusal
+        return await task
 
     async def _limit(self, caller: Caller, tokens: int) -> Ask | None:
         plan = caller.plan
@@ -415,8 +491,10 @@ class Gateway:
             self.metrics.in_flight.labels(c.model).inc()
             started = time.perf_counter()
             try:
-                result = await self._timed(c.backend.complete(c.prepared, c.sampling), limit,
-                                           c.model)
+                result = await self._timed(
+                    self._while_reserving(adm, c.backend.complete(c.prepared, c.sampling)),
+                    limit, c.model)
+                await self._confirm(adm)  # nothing is answered before the hold is durable
             except BackendError as err:
                 await self._failed(adm, err)
                 failure = err
@@ -453,7 +531,9 @@ class Gateway:
             pieces = c.backend.stream(c.prepared, c.sampling)
             started = time.perf_counter()
             try:
-                first = await self._timed(self._first_token(pieces), limit, c.model)
+                first = await self._timed(self._while_reserving(
+                    adm, self._first_token(pieces)), limit, c.model)
+                await self._confirm(adm)  # no chunk goes out before the hold is durable
             except BackendError as err:
                 await pieces.aclose()
                 pieces = None
@@ -517,6 +597,8 @@ class Gateway:
         if adm.done:
             return
         adm.done = True
+        if await self._reservation(adm) is None:
+            return  # refused: nothing was answered, nothing is held
         try:
             await self.write(self.accounts.settle_op, adm.reservation, prompt_tokens,
                              completion_tokens, key=adm.caller.org_id, urgent=urgent,
@@ -533,6 +615,12 @@ class Gateway:
         if adm.done:
             return
         adm.done = True
+        if adm.pending is not None:  # the reserve is still committing: settle after it
+            task = asyncio.get_running_loop().create_task(
+                self._settle_when_held(adm, prompt_tokens, completion_tokens))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+            return
         try:
             future = self.writer.submit(
                 self.accounts.settle_op(adm.reservation, prompt_tokens, completion_tokens,
@@ -547,6 +635,20 @@ class Gateway:
             adm, asyncio.wrap_future(future), prompt_tokens, completion_tokens))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
+
+    async def _settle_when_held(self, adm: Admission, prompt_tokens: int,
+                                completion_tokens: int) -> None:
+        if await self._reservation(adm) is None:
+            return
+        try:
+            written = self.writer.run(
+                self.accounts.settle_op(adm.reservation, prompt_tokens, completion_tokens,
+                                        **self._answered(adm)),
+                urgent=False, key=adm.caller.org_id)
+        except Exception as err:  # noqa: BLE001
+            log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
+            return
+        await self._settled_later(adm, written, prompt_tokens, completion_tokens)
 
     async def _settled_later(self, adm: Admission, written, prompt_tokens: int,
                              completion_tokens: int) -> None:
@@ -572,6 +674,8 @@ class Gateway:
         adm.done = True
         if error:
             self.metrics.backend_errors.labels(adm.model).inc()
+        if await self._reservation(adm) is None:
+            return  # refused: nothing to give back
         try:
             await self.write(self.accounts.release_op, adm.reservation,
                              key=adm.caller.org_id)

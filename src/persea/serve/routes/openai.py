@@ -5,8 +5,9 @@ Each answer's `x-request-id` header is its id, the key of its usage record; its
 route, one of its models). Each handler
 authenticates before it parses the body (an anonymous caller learns nothing
 about the request format), validates it against the wire types (a 400 naming the field),
-passes it through the gateway's checks and reservation, then answers whole or as server-sent
-events. Every answer carries `usage`; a stream carries it in a last chunk when the caller set
+passes it through the gateway's checks and reservation (the model may start while the
+reservation commits; the gateway withholds the answer until it is durable), then answers
+whole or as server-sent events. Every answer carries `usage`; a stream carries it in a last chunk when the caller set
 `stream_options.include_usage`. What is charged, and when, is the gateway's to decide
 (persea.serve.gateway): the handlers here translate between the wire and the gateway.
 """
@@ -74,7 +75,7 @@ async def chat_completions(request: Request):
     gw: Gateway = request.app.state.gateway
     caller, req = await _parse(request, gw, ChatCompletionRequest)
     prompt = Prompt("chat", tuple((m.role, m.text()) for m in req.messages))
-    adm = await gw.admit(caller, req, prompt, "messages", "chatcmpl")
+    adm = await gw.admit(caller, req, prompt, "messages", "chatcmpl", overlap=True)
     if req.stream:
         return await _sse(_chat_events(gw, adm, req), adm)
     result = await gw.complete(adm)
@@ -91,7 +92,8 @@ async def chat_completions(request: Request):
 async def completions(request: Request):
     gw: Gateway = request.app.state.gateway
     caller, req = await _parse(request, gw, CompletionRequest)
-    adm = await gw.admit(caller, req, Prompt("text", text=req.prompt_text()), "prompt", "cmpl")
+    adm = await gw.admit(caller, req, Prompt("text", text=req.prompt_text()), "prompt", "cmpl",
+                         overlap=True)
     if req.stream:
         return await _sse(_completion_events(gw, adm, req), adm)
     result = await gw.complete(adm)
