@@ -125,7 +125,10 @@ def test_a_stream_that_breaks_after_its_first_token_is_not_answered_again(env, c
             got.extend(c.delta.content or "" for c in chunk.choices)
     except openai.APIError as err:  # the error event that ends the stream
         error = err
-    assert "".join(got).startswith("Hello from")
+    # the first token got out; how many of the chunks the upstream sent before it broke
+    # also do depends on timing (the answer waits for the reserve's commit, and a reset
+    # connection can take chunks still in flight with it)
+    assert "".join(got).startswith("Hello")
     assert error is not None and "not charged" in str(error)
     assert len(env.stubs["backup"].requests) == 0  # no second answer spliced in
     assert env.rows() == [] and env.balance() == (Decimal(0), Decimal(0))
