@@ -32,8 +32,8 @@ model, 0.0001 / 0.0004; each teacher, standing in for a provider's model, ten ti
 the first teacher of the project and one more step of 0.001 / 0.004 for each next one
 (qwen3-toy 0.001 / 0.004, gemma3-toy 0.002 / 0.008, gptoss-toy 0.003 / 0.012 in the
 example project). The teachers' order of price is the project's order, chosen before any
-run and blind to how well each one answers; providers do price comparable models this far
-apart. So one request costs 0.0005, 0.005, 0.010 and 0.015.
+run and blind to how well each one answers. So one request costs 0.0005, 0.005, 0.010 and
+0.015.
 
 Verdicts, read off the same test records:
 
