@@ -15,7 +15,30 @@ to the stub directly and through the gateway:
 
 Anchors (independent localhost measurements, not run here): about 0.44 ms added by Bifrost
 (Go), 2.4 ms by Portkey, 4.3 ms by LiteLLM. Targets: p50 added <= 1 ms, p99 <= 5 ms,
-throughput through the gateway >= 0.5 of direct. Ends with one verdict line.
+throughput through the gateway >= 0.5 of direct.
+
+Routing, in the same run against the same stub: the SQLite gateway and the in-memory one
+also serve a second name for the stub (`stub-b`) and two routes over the two, and the same
+request goes to each route beside the model row of that gateway, interleaved with it:
+
+- `fallback`: [stub, stub-b], the first healthy, so every request is answered by `stub`
+  (what a route adds: the policy, the breaker's check, the per-attempt bookkeeping);
+- `learned`: the learned router (`persea.route.learned`) over the route's models at
+  threshold 0.5, loaded from its file through `build_routes` as `persea serve` does. By
+  default a router fitted here on the toy world's dev prompts (100 per skill) with planted
+  labels (`stub` right on addition, sort and count, `stub-b` on the rest, one label in ten
+  flipped): timing only, the size of a real one. `--router FILE` serves a trained router
+  instead (from `persea route train`; its models are then names for the stub, and its
+  first two form the fallback route).
+
+The added p50 and p99 of each route are its percentiles minus those of the model row of the
+same gateway. Target (the route issue): routing adds at most 0.2 ms at p50, judged on the
+larger of the two routes on the gateway without a database: routing touches no database,
+and on SQLite each request waits for one commit whose time varies by a millisecond or more
+from request to request on a shared disk, which hides a tenth of that; the SQLite routes are
+printed beside it. The request is one toy-world prompt, the same on every row.
+
+Ends with two verdict lines: the gateway's, and routing's.
 """
 
 from __future__ import annotations
@@ -37,8 +60,15 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BODY = {"model": "stub", "messages": [{"role": "user", "content": "Say hello."}],
+BODY = {"model": "stub", "messages": [{"role": "user",
+                                       "content": "In what year was Birtrinavia founded?"}],
         "max_tokens": 16}
+ROUTE_TARGET_MS = 0.2
+ROUTE_NAMES = ("fallback", "learned")
+
+
+def body_for(model: str) -> dict:
+    return {**BODY, "model": model}
 
 
 # -- the two servers, each in its own process ---------------------------------------------
@@ -67,7 +97,7 @@ class MemoryAccounts:
     def check_model(self, caller, model):
         return self._real.check_model(caller, model)
 
-    def reserve_op(self, caller, model, prompt_tokens, max_tokens, request_id, instead=()):
+    def reserve_op(self, caller, model, prompt_tokens, max_tokens, request_id, *, instead=()):
         from datetime import datetime, timezone
 
         from persea.accounts import Reservation
@@ -106,10 +136,27 @@ class MemoryWriter:
         pass
 
 
-def serve_gateway(port: int, db_url: str, upstream: str, variant: str) -> None:
+def route_router(router_file: str, models: list[str]):
+    """The gateway's routes over `models` (every one a name for the stub): `fallback` over
+    the first two, `learned` over all with the router at `router_file`, built as `persea
+    serve` builds them."""
+    from persea.project import RouteSpec
+    from persea.route.breaker import MemoryBreaker
+    from persea.route.policy import Router, build_routes
+
+    specs = {"fallback": RouteSpec(policy="fallback", models=models[:2]),
+             "learned": RouteSpec(policy="learned", models=models, router=router_file,
+                                  threshold=0.5)}
+    routes, latency = build_routes(specs, models)
+    return Router(routes, MemoryBreaker(), latency)
+
+
+def serve_gateway(port: int, db_url: str, upstream: str, variant: str,
+                  router_file: str | None = None) -> None:
     import uvicorn
     from persea.db import make_engine
     from persea.accounts import Accounts
+    from persea.route.learned import read_router
     from persea.serve.app import create_app
     from persea.serve.backends.upstream import UpstreamBackend
 
@@ -118,12 +165,43 @@ def serve_gateway(port: int, db_url: str, upstream: str, variant: str) -> None:
     accounts = Accounts(make_engine(db_url))
     if variant == "memory":
         accounts = MemoryAccounts(accounts)
-    app = create_app(accounts, {"stub": UpstreamBackend("stub", upstream)},
+    backends = {"stub": UpstreamBackend("stub", upstream)}
+    router = None
+    if router_file:
+        models = read_router(router_file).models
+        backends.update({m: UpstreamBackend(m, upstream) for m in models if m != "stub"})
+        router = route_router(router_file, models)
+    app = create_app(accounts, backends, router=router,
                      overlap=variant != "serial")
     if variant == "memory":
         app.state.gateway.writer.close()
         app.state.gateway.writer = MemoryWriter()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+
+
+def planted_router(path: Path) -> Path:
+    """A learned router over `stub` and `stub-b`, fitted on the toy world's dev prompts with
+    planted labels (module docstring): a real router's size and work, for timing only."""
+    import random
+
+    import numpy as np
+
+    from persea.route.learned import train_router
+    from persea.route.records import RoutingData
+    from persea.toyworld.dataset import make_mixture
+
+    items = make_mixture("dev", 100, allow_fewer=True)
+    rng = random.Random(0)
+    first = [float((it.skill in ("addition", "sort", "count")) != (rng.random() < 0.1))
+             for it in items]
+    correct = np.array([[a, 1.0 - a] for a in first])
+    data = RoutingData(models=["stub", "stub-b"], fingerprints={"stub": "0" * 64,
+                                                                "stub-b": "1" * 64},
+                       runs={"stub": "planted", "stub-b": "planted"},
+                       ids=[it.id for it in items], prompts=[it.prompt for it in items],
+                       correct=correct, suite="toyworld", split="dev",
+                       metric="toyworld/overall")
+    return train_router(data, {"stub": 1.0, "stub-b": 2.0}).save(path)
 
 
 def _spawn(*args: str) -> subprocess.Popen:
@@ -132,7 +210,7 @@ def _spawn(*args: str) -> subprocess.Popen:
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, headers: dict) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # a loaded machine imports slowly
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server for {url} exited with {proc.returncode}")
@@ -145,14 +223,15 @@ def _wait_ready(url: str, proc: subprocess.Popen, headers: dict) -> None:
     raise SystemExit(f"server for {url} did not become ready")
 
 
-def _prepare_database(db_url: str) -> str:
+def _prepare_database(db_url: str, models: list[str] = ["stub"]) -> str:
     from persea.db import upgrade
     from persea.accounts import Accounts, Price
 
     upgrade(db_url)
     acc = Accounts(db_url)
     # Limits and budget are set but far away, so every check runs and none refuses.
-    acc.admin.create_plan("bench", {"stub": Price(Decimal("0.5"), Decimal("1.5"))},
+    price = Price(Decimal("0.5"), Decimal("1.5"))
+    acc.admin.create_plan("bench", {m: price for m in models},
                     rpm=10_000_000, tpm=1_000_000_000, monthly_budget=Decimal("1000000"))
     acc.admin.create_org("bench", "bench")
     key = acc.admin.create_key("bench").raw_key
@@ -163,14 +242,15 @@ def _prepare_database(db_url: str) -> str:
 # -- the client ------------------------------------------------------------------------------
 
 
-def sequential(url: str, headers: dict, n: int) -> list[float]:
+def sequential(url: str, headers: dict, n: int, model: str = "stub") -> list[float]:
     out = []
+    body = body_for(model)
     with httpx.Client(headers=headers, timeout=30) as client:
         for _ in range(50):  # warm up the connection and both servers
-            client.post(url, json=BODY)
+            client.post(url, json=body)
         for _ in range(n):
             t = time.perf_counter()
-            r = client.post(url, json=BODY)
+            r = client.post(url, json=body)
             out.append((time.perf_counter() - t) * 1000)
             if r.status_code != 200:
                 raise SystemExit(f"{url} answered {r.status_code}: {r.text[:200]}")
@@ -252,6 +332,9 @@ def main() -> None:
                     "dropped after), e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test")
     ap.add_argument("--workers", type=int, help="workers of the `persea serve --workers` row "
                     "(default: one per core)")
+    ap.add_argument("--router", metavar="FILE",
+                    help="serve this trained router in the learned route (default: one "
+                    "fitted here on planted labels)")
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
@@ -260,34 +343,44 @@ def main() -> None:
     if args.role == "stub":
         return serve_stub(args.port)
     if args.role in ("gateway", "gateway-memory", "gateway-normal", "gateway-serial"):
-        return serve_gateway(args.port, args.db, args.upstream, args.role.partition("-")[2])
+        return serve_gateway(args.port, args.db, args.upstream, args.role.partition("-")[2],
+                             args.router)
 
+    from persea.route.learned import read_router
     from persea.serve.stub_upstream import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
+        router_file = args.router or str(planted_router(Path(tmp) / "router.json"))
+        router_models = read_router(router_file).models
+        models = list(dict.fromkeys(["stub", *router_models]))
         sqlite_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        key = _prepare_database(sqlite_url)
-        # (label, gateway variant, database): the first is the one the verdict is about.
-        targets = [("through the gateway (SQLite)", "", sqlite_url),
-                   ("diagnostic: SQLite synchronous=NORMAL", "normal", sqlite_url),
-                   ("diagnostic: accounts in memory, no database", "memory", sqlite_url),
-                   ("diagnostic: reserve committed before the model", "serial", sqlite_url)]
+        key = _prepare_database(sqlite_url, models)
+        # (label, gateway variant, database, with routes): the first is the one the verdicts
+        # are about.
+        targets = [("through the gateway (SQLite)", "", sqlite_url, True),
+                   ("diagnostic: SQLite synchronous=NORMAL", "normal", sqlite_url, False),
+                   ("diagnostic: accounts in memory, no database", "memory", sqlite_url, True),
+                   ("diagnostic: reserve committed before the model", "serial", sqlite_url,
+                    False)]
         schema = None
         if args.postgres:
             pg_url, schema = _fresh_schema(args.postgres)
             pg_key = _prepare_database(pg_url)
-            targets.append(("diagnostic: PostgreSQL", "", pg_url))
+            targets.append(("diagnostic: PostgreSQL", "", pg_url, False))
         stub_port = free_port()
         stub_url = f"http://127.0.0.1:{stub_port}/v1"
         procs = [_spawn("--role", "stub", "--port", str(stub_port))]
         urls = []
-        for _, variant, db in targets:
+        for _, variant, db, routed in targets:
             port = free_port()
             role = f"gateway-{variant}" if variant else "gateway"
             procs.append(_spawn("--role", role, "--port", str(port), "--db", db,
-                                "--upstream", stub_url))
+                                "--upstream", stub_url,
+                                *(["--router", router_file] if routed else [])))
             urls.append(f"http://127.0.0.1:{port}/v1/chat/completions")
-        keys = [pg_key if db != sqlite_url else key for _, _, db in targets]
+        keys = [pg_key if db != sqlite_url else key for _, _, db, _ in targets]
+        # the routes of each routed gateway: (target index, route name) -> latencies
+        routed = {(i, r): [] for i, t in enumerate(targets) if t[3] for r in ROUTE_NAMES}
         direct = stub_url + "/chat/completions"
         extra, missing = _start_rows(args, stub_url, sqlite_url, key, Path(tmp))
         procs += [proc for _, proc, _, _ in extra]
@@ -302,8 +395,12 @@ def main() -> None:
             block = max(1, args.requests // 8)
             for _ in range(0, args.requests, block):
                 lat_d += sequential(direct, {}, block)
-                for lat, url, k in zip(lats, urls, keys):
-                    lat += sequential(url, {"Authorization": f"Bearer {k}"}, block)
+                for i, (lat, url, k) in enumerate(zip(lats, urls, keys)):
+                    auth = {"Authorization": f"Bearer {k}"}
+                    lat += sequential(url, auth, block)
+                    for r in ROUTE_NAMES:
+                        if (i, r) in routed:
+                            routed[(i, r)] += sequential(url, auth, block, r)
                 for lat, (_, _, url, headers) in zip(lats_x, extra):
                     lat += sequential(url, headers, block)
             rps_d = asyncio.run(_concurrent(direct, {}, args.clients, args.seconds))
@@ -312,6 +409,7 @@ def main() -> None:
                     for url, k in zip(urls, keys)]
             rpss_x = [asyncio.run(_concurrent(url, headers, args.clients, args.seconds))
                       for _, _, url, headers in extra]
+            answered = _answered_by(urls[0], keys[0])
         finally:
             for p in procs:
                 p.terminate()
@@ -326,7 +424,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     print(f"| stub directly | {pct(lat_d, 0.5):.2f} | {pct(lat_d, 0.9):.2f} | "
           f"{pct(lat_d, 0.99):.2f} | {rps_d:.0f} |")
-    for (name, _, _), lat, rps in zip(targets, lats, rpss):
+    for (name, _, _, _), lat, rps in zip(targets, lats, rpss):
         print(f"| {name} | {pct(lat, 0.5):.2f} | {pct(lat, 0.9):.2f} | {pct(lat, 0.99):.2f} | "
               f"{rps:.0f} |")
     for (name, _, _, _), lat, rps in zip(extra, lats_x, rpss_x):
@@ -334,7 +432,7 @@ def main() -> None:
               f"{rps:.0f} |")
     for name, why in missing:
         print(f"| {name} | not run: {why} | | | |")
-    for (name, _, _), lat, rps in zip(targets, lats, rpss):
+    for (name, _, _, _), lat, rps in zip(targets, lats, rpss):
         added = name.replace("through the gateway", "added by the gateway").replace(
             "diagnostic:", "added,")
         print(f"| {added} | {pct(lat, 0.5) - pct(lat_d, 0.5):+.2f} | "
@@ -346,9 +444,36 @@ def main() -> None:
     met = p50 <= 1.0 and p99 <= 5.0 and ratio >= 0.5
     print(f"\ngateway overhead: p50 {p50:+.2f} ms (target <= 1), p99 {p99:+.2f} ms (<= 5), "
           f"throughput {ratio:.2f}x direct (>= 0.5): {'met' if met else 'not met'}")
-    _peer_verdicts(lat_d, rps_d, [(n, lat, rps) for (n, _, _), lat, rps in zip(targets, lats, rpss)]
-                   + [(n, lat, rps) for (n, _, _, _), lat, rps in zip(extra, lats_x, rpss_x)],
+    _peer_verdicts(lat_d, rps_d, [(n, lat, rps) for (n, *_), lat, rps in zip(targets, lats, rpss)]
+                   + [(n, lat, rps) for (n, *_), lat, rps in zip(extra, lats_x, rpss_x)],
                    missing)
+
+    which_router = args.router or "fitted on planted labels"
+    print(f"\nrouting: {len(lats[0])} sequential requests per row, interleaved with the model "
+          f"row of the same gateway; learned router {which_router} over "
+          f"{', '.join(router_models)}; one request each: {answered}\n")
+    print("| gateway | row | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    added: dict[str, list[tuple[float, str]]] = {}
+    for i, (name, variant, _, has_routes) in enumerate(targets):
+        if not has_routes:
+            continue
+        gw = name.replace("through the gateway ", "").replace("diagnostic: ", "")
+        base = lats[i]
+        print(f"| {gw} | model stub | {pct(base, 0.5):.2f} | {pct(base, 0.9):.2f} | "
+              f"{pct(base, 0.99):.2f} | | |")
+        for r in ROUTE_NAMES:
+            lat = routed[(i, r)]
+            a50, a99 = pct(lat, 0.5) - pct(base, 0.5), pct(lat, 0.99) - pct(base, 0.99)
+            added.setdefault(variant or "sqlite", []).append((a50, r))
+            print(f"| {gw} | route {r} | {pct(lat, 0.5):.2f} | {pct(lat, 0.9):.2f} | "
+                  f"{pct(lat, 0.99):.2f} | {a50:+.3f} | {a99:+.3f} |")
+    worst, which = max(added["memory"])
+    on_sqlite, which_sqlite = max(added["sqlite"])
+    print(f"\nrouting adds <= {ROUTE_TARGET_MS} ms at p50: "
+          f"{'yes' if worst <= ROUTE_TARGET_MS else 'no'} ({worst:+.3f} ms, route {which}, "
+          f"the larger of the two routes on the gateway without a database; on SQLite "
+          f"{on_sqlite:+.3f} ms, route {which_sqlite}, inside that gateway's commit jitter)")
 
 
 # -- persea serve --workers, and the peers (LiteLLM proxy, Portkey gateway) ----------------
@@ -443,6 +568,16 @@ def _peer_verdicts(lat_d, rps_d, rows, missing) -> None:
     for peer, why in missing:
         if peer.startswith("peer:"):
             print(f"vs {peer[6:]}: not measured ({why})")
+
+
+def _answered_by(url: str, key: str) -> str:
+    """Which model answered one request to each route (the x-persea-model header)."""
+    out = []
+    with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        for r in ROUTE_NAMES:
+            resp = client.post(url, json=body_for(r))
+            out.append(f"{r} -> {resp.headers.get('x-persea-model', '?')}")
+    return ", ".join(out)
 
 
 def _fresh_schema(url: str) -> tuple[str, str]:

@@ -69,5 +69,7 @@ def write_split(store: RunStore, split: str, n: int, seed: int, models=tuple(PRI
 def write_project(directory, serve=None):
     directory.mkdir(parents=True, exist_ok=True)
     data = {"name": "rt", "teachers": [{"name": "qwen3-toy", "builtin": "qwen3-toy"}]}
+    if serve is not None:
+        data["serve"] = serve
     (directory / "persea.yaml").write_text(yaml.safe_dump(data))
     return directory

@@ -225,3 +225,53 @@ def test_a_price_must_be_exact_money(tmp_path, capsys, monkeypatch):
                                               "price": {"input": 0.1, "output": "1"}}]})
     code, err = _serve(capsys, monkeypatch, project)
     assert code == 2 and "serve.models[0].price.input: write money as a quoted decimal" in err
+
+
+# -- a learned route is checked against the weights actually served ------------------------
+
+
+def _router_for(path: Path, fingerprints: dict[str, str]) -> Path:
+    """A router file over `fingerprints`' models, as `persea route train` writes one (one
+    feature and no weights: only its models and fingerprints matter here)."""
+    import numpy as np
+
+    names = list(fingerprints)
+    return learned.Router(models=names, prices={m: 1.0 for m in names},
+                          fingerprints=dict(fingerprints), trained_on={"split": "dev"},
+                          vocabulary=[" x "], idf=np.ones(1), weights=np.zeros((1, len(names))),
+                          bias=np.zeros(len(names))).save(path)
+
+
+def test_a_router_trained_on_other_weights_is_refused_at_start(tmp_path, capsys, monkeypatch):
+    import uvicorn
+
+    from persea.models.builtin import builtin_models
+    from persea.models.fingerprint import fingerprint_model_dir
+
+    real = {m["name"]: fingerprint_model_dir(builtin_models()[m["builtin"]].path)
+            for m in MODELS}
+    project = _project(tmp_path, {"models": MODELS, "routes": {"smart": {
+        "policy": "learned", "models": ["a", "b"], "router": "router.json", "threshold": 0.5}}})
+    # trained on evaluation records of other weights of b
+    _router_for(project / "router.json", {"a": real["a"], "b": "0" * 64})
+    code, err = _serve(capsys, monkeypatch, project)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "serve.routes.smart.router: router" in err and "router.json" in err
+    assert f"other weights of b (trained on 000000000000, served {real['b'][:12]})" in err
+    assert "nothing served" in err and "persea route train" in err
+
+    # the same router over the weights it learned about starts
+    _router_for(project / "router.json", real)
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(app))
+    monkeypatch.setenv("PERSEA_DB", "")
+    code, out, err = run_cli(capsys, monkeypatch, "serve", "-p", str(project))
+    assert code == 0, err
+    gw = started[0].state.gateway
+    try:
+        assert list(gw.router.routes) == ["smart"]
+        assert gw.router.order("smart", [{"role": "user", "content": "x"}]) in (
+            ["a", "b"], ["b", "a"])
+    finally:
+        gw.close()
+        gw.accounts.close()

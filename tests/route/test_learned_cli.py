@@ -10,6 +10,7 @@ import pytest
 from persea.evaluate.records import RunStore
 from persea.route.learned import resolve_prices, serve_prices
 from persea.errors import PerseaError
+from persea.project import load_project
 from tests.cli_helpers import run_cli
 from tests.route.learned_records import PRICES, write_project, write_split
 
@@ -67,18 +68,17 @@ def test_prices_default_to_one_each(project, capsys, monkeypatch):
     assert "default" in out
 
 
-def test_prices_come_from_the_serve_section_and_a_clashing_flag_is_refused():
-    class Spec:
-        serve = {"models": [{"name": "digits", "price": 3}, {"name": "x", "price": None}],
-                 "prices": {"cheap": "0.5"}}
-
-    class Project:
-        spec = Spec()
-
-    found = serve_prices(Project())
-    assert found == {"digits": 3, "cheap": 0.5}
+def test_prices_come_from_the_serve_section_and_a_clashing_flag_is_refused(tmp_path):
+    serve = {"models": [
+        {"name": "digits", "builtin": "qwen3-toy", "price": {"input": "0.001", "output": "0.002"}},
+        {"name": "cheap", "builtin": "gemma3-toy", "price": {"input": "0.0001", "output": "0"}},
+        {"name": "x", "builtin": "gptoss-toy"}]}
+    found = serve_prices(load_project(write_project(tmp_path / "priced", serve)))
+    # per request: a reference request of 1,000 prompt and 1,000 completion tokens
+    assert found == pytest.approx({"digits": 0.003, "cheap": 0.0001})
+    assert serve_prices(load_project(write_project(tmp_path / "bare"))) == {}
     prices, source = resolve_prices(["cheap", "digits", "letters"], found, {"letters": 2.0})
-    assert prices == {"cheap": 0.5, "digits": 3.0, "letters": 2.0}
+    assert prices == pytest.approx({"cheap": 0.0001, "digits": 0.003, "letters": 2.0})
     assert source == {"cheap": "serve", "digits": "serve", "letters": "--price"}
     with pytest.raises(PerseaError, match="disagrees with the project's serve section"):
         resolve_prices(["digits"], found, {"digits": 1.0})

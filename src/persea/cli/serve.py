@@ -240,6 +240,24 @@ def build_router(project: LoadedProject | None, served, redis_url: str | None) -
     return Router(routes, make_breaker(settings, redis_url), latency)
 
 
+def served_fingerprints(backends: dict) -> dict[str, str | None]:
+    """The weights fingerprint of each loaded model (the one its evaluation records carry:
+    persea.models.fingerprint); None for an endpoint, whose weights are not known here."""
+    return {name: getattr(getattr(b, "hf", None), "fingerprint", None)
+            for name, b in backends.items()}
+
+
+def check_router_weights(router: Router, backends: dict,
+                         project: LoadedProject | None) -> None:
+    """Refuse, in one line, a learned route whose router learned about other weights than
+    the loaded ones (a retrained student, a replaced model directory)."""
+    try:
+        router.check_weights(served_fingerprints(backends))
+    except PerseaError as err:
+        where = f"{project.file}: " if project is not None else ""
+        raise PerseaError(f"{where}{err.message}; nothing served") from None
+
+
 def prices_of(project: LoadedProject | None) -> dict[str, Price]:
     """The configured price of each model (per million tokens, as plans keep them)."""
     if project is None:
@@ -327,6 +345,7 @@ def run_serve(options: ServeOptions, echo=print) -> None:
     options.db = url  # release records go to the database being served from
     router = build_router(project, served_names(options, project), redis)  # checked first
     backends = build_backends(options, project)  # with several workers: a check, then dropped
+    check_router_weights(router, backends, project)
     accounts = Accounts(url, actor="persea serve")
     prices = prices_of(project)
     first_key = bootstrap(accounts, list(backends), prices)

@@ -336,6 +336,14 @@ def train_router(data: RoutingData, prices: dict[str, float],
 
 
 # -- prices -----------------------------------------------------------------------------------
+# A served model's price is money per 1,000 prompt and per 1,000 completion tokens (`price:
+# {input, output}` on an entry of `serve.models`). The router weighs whole requests, so such a
+# price becomes the cost of one reference request of this many (prompt, completion) tokens:
+# the sum of the two prices. Models whose input and output prices keep one ratio rank the same
+# whatever the reference size.
+REQUEST_TOKENS = (1000, 1000)
+
+
 def _number(value) -> float | None:
     """A price as written in a config: a number, a Decimal or a numeric string."""
     if isinstance(value, bool):
@@ -346,27 +354,40 @@ def _number(value) -> float | None:
         return None
 
 
-def serve_prices(project) -> dict[str, float]:
-    """Prices per request from the project's `serve:` section, when it has one: a mapping
-    `serve.prices: {MODEL: X}`, or a `price: X` on an entry of `serve.models` (a list of
-    entries with `name:`, or a mapping by name)."""
+def request_price(price, tokens: tuple[int, int] = REQUEST_TOKENS) -> float | None:
+    """The cost of one request at a served model's `price`: a per-token price
+    (`{input, output}` per 1,000 tokens, or an object with those fields) at the reference
+    request `tokens`; a plain number is already per request. None when there is no price."""
+    if price is None:
+        return None
+    if not isinstance(price, dict) and hasattr(price, "input") and hasattr(price, "output"):
+        price = {"input": price.input, "output": price.output}
+    if isinstance(price, dict):
+        given = _number(price.get("input")), _number(price.get("output"))
+        if None in given:
+            return None
+        return (given[0] * tokens[0] + given[1] * tokens[1]) / 1000.0
+    return _number(price)
+
+
+def serve_prices(project, tokens: tuple[int, int] = REQUEST_TOKENS) -> dict[str, float]:
+    """Prices per request from the project's `serve.models`: each entry with a `price:`, by
+    its served name (`request_price`). The names are the ones the gateway serves, so a
+    router trained with them routes between exactly those models."""
     section = getattr(project.spec, "serve", None)
     if section is None:
         return {}
-    data = section.model_dump() if hasattr(section, "model_dump") else section
-    if not isinstance(data, dict):
-        return {}
+    models = getattr(section, "models", None)
+    if models is None and isinstance(section, dict):
+        models = section.get("models")
     found: dict[str, float] = {}
-    if isinstance(data.get("prices"), dict):
-        found.update({str(m): _number(p) for m, p in data["prices"].items()})
-    models = data.get("models")
-    entries = (models.items() if isinstance(models, dict) else
-               [(e.get("name"), e) for e in models if isinstance(e, dict)]
-               if isinstance(models, list) else [])
-    for name, entry in entries:
-        if name and isinstance(entry, dict) and "price" in entry:
-            found[str(name)] = _number(entry["price"])
-    return {m: p for m, p in found.items() if p is not None}
+    for entry in models or []:
+        name = entry.get("name") if isinstance(entry, dict) else getattr(entry, "name", None)
+        price = entry.get("price") if isinstance(entry, dict) else getattr(entry, "price", None)
+        amount = request_price(price, tokens)
+        if name and amount is not None:
+            found[str(name)] = amount
+    return found
 
 
 def resolve_prices(models: list[str], from_serve: dict[str, float],

@@ -22,6 +22,12 @@ Each policy turns a request's messages into the route's entries in preference or
   configured order, so they still serve as fallbacks; if `choose` raises, the configured
   order is used and the error is logged.
 
+  The router file names the weights it learned about (a fingerprint per model). The routes
+  are built before the models load, from names only (`served_models` maps each to None);
+  once the models are loaded, `Router.check_weights` hands the router the fingerprint of
+  every served model (None for an endpoint, whose weights are unknown) through
+  `router.check_served`, which refuses a router trained on other weights.
+
 `build_routes` checks a configuration against the models actually served, in one place, and
 says what is wrong in one line: a route naming a model that is not served, a cycle of routes,
 a learned route whose router file or module is missing.
@@ -114,6 +120,8 @@ class Learned:
     choose: Choose
     threshold: float
     route: str = ""
+    # the loaded router's check of the served weights ({model: fingerprint or None})
+    check: Callable[[Mapping[str, str | None]], None] | None = None
 
     def order(self, messages: Messages) -> list[str]:
         try:
@@ -180,6 +188,19 @@ class Router:
         walk(self.routes[name])
         return out
 
+    def check_weights(self, fingerprints: Mapping[str, str | None]) -> None:
+        """Refuse (PerseaError, one line) a learned route whose router was trained on other
+        weights than the served ones; `fingerprints` holds each served model's (None: not
+        known, as for an endpoint, and not checked)."""
+        for name, route in self.routes.items():
+            check = getattr(route.policy, "check", None)
+            if check is None:
+                continue
+            try:
+                check({m: fingerprints.get(m) for m in route.policy.entries})
+            except PerseaError as err:
+                raise PerseaError(f"serve.routes.{name}.router: {err.message}") from None
+
     async def aclose(self) -> None:
         await self.breaker.aclose()
 
@@ -218,8 +239,9 @@ def _check_graph(specs: Mapping[str, RouteSpec], served: Collection[str]) -> Non
 
 
 def load_learned(route: str, router_file: Path, models: Sequence[str],
-                 threshold: float) -> Choose:
-    """The learned router of `route`, or PerseaError in one line."""
+                 threshold: float) -> Learned:
+    """The learned route `route`, its router loaded and checked against the served model
+    names, or PerseaError in one line."""
     if not 0 <= threshold <= 1:
         raise PerseaError(f"serve.routes.{route}.threshold: {threshold} is out of range "
                           "(0 to 1)")
@@ -227,14 +249,18 @@ def load_learned(route: str, router_file: Path, models: Sequence[str],
         raise PerseaError(f"serve.routes.{route}.router: no router file at {router_file}; "
                           "train one with `persea route train`")
     try:
-        # names only: the served weights' fingerprints are not known before the models load
+        # names only: the weights are checked once the models are loaded (check_weights)
         router = learned.load_router(router_file, {m: None for m in models})
     except PerseaError as err:
         raise PerseaError(f"serve.routes.{route}.router: {err.message}") from None
     except Exception as err:  # noqa: BLE001 - a damaged file: one line, not a traceback
         raise PerseaError(f"serve.routes.{route}.router: cannot load {router_file} "
                           f"({type(err).__name__}: {err})") from None
-    return lambda messages: router.choose(messages, threshold)
+    check = getattr(router, "check_served", None)
+    where = f"router {router_file}"
+    return Learned(list(models), lambda messages: router.choose(messages, threshold),
+                   threshold, route,
+                   None if check is None else lambda served: check(served, where))
 
 
 def build_routes(specs: Mapping[str, RouteSpec], served: Collection[str], *,
@@ -255,9 +281,8 @@ def build_routes(specs: Mapping[str, RouteSpec], served: Collection[str], *,
             policy = LeastLatency(spec.names, latency)
         elif spec.policy == "learned":
             path = Path(spec.router).expanduser()
-            choose = load_learned(name, path if path.is_absolute() else root / path,
+            policy = load_learned(name, path if path.is_absolute() else root / path,
                                   spec.names, spec.threshold)
-            policy = Learned(spec.names, choose, spec.threshold, name)
         else:  # the project schema admits only the four above
             raise PerseaError(f"serve.routes.{name}.policy: unknown policy {spec.policy!r}")
         routes[name] = Route(name, policy, spec.max_attempts, spec.deadline_s,
