@@ -265,7 +265,7 @@ def test_a_router_trained_on_other_weights_is_refused_at_start(tmp_path, capsys,
     started = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(app))
     monkeypatch.setenv("PERSEA_DB", "")
-    code, out, err = run_cli(capsys, monkeypatch, "serve", "-p", str(project))
+    code, out, err = run_cli(capsys, monkeypatch, "serve", "-p", str(project), "--workers", "1")
     assert code == 0, err
     gw = started[0].state.gateway
     try:
