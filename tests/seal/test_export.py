@@ -320,7 +320,7 @@ def test_serving_a_sealed_generation_is_recorded(gated_project, keyring, tmp_pat
     sealed = seal_student(gated_project, tmp_path / "gen1", keyring, segment_size=SEG)
     started = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(kw))
-    run_serve(ServeOptions(project=str(gated_project.root), port=8123,
+    run_serve(ServeOptions(project=str(gated_project.root), port=8123, workers=1,
                            models=[f"mine={tmp_path / 'gen1'}"],
                            db=f"sqlite:///{tmp_path / 'gw.db'}",
                            keyring=str(keyring.directory)), echo=lambda line: None)
