@@ -48,6 +48,7 @@ from persea.seal import generations
 from persea.seal.keyring import Keyring
 from persea.seal.unseal import is_sealed, read_record
 from persea.serve.limits import SharedLimiter, make_limiter
+from persea.serve.workers import run_workers
 
 DEFAULT_PRICE = ("0.50", "1.50")       # money per million input / output tokens
 log = logging.getLogger("persea.serve")
@@ -387,8 +388,6 @@ def run_serve(options: ServeOptions, echo=print) -> None:
                     limiter_file=None if redis else SharedLimiter.create(
                         Path(tmp) / "rate-limits"))
         os.environ[WORKER_ENV] = json.dumps(spec)
-        from persea.serve.workers import run_workers
-
         if run_workers(workers, host, port, "persea.cli.serve:worker_app"):
             raise PerseaError(f"a gateway worker could not start on {host}:{port} (its line "
                               "above says why); nothing is served")
