@@ -587,8 +587,12 @@ class Gateway:
         it shares the commit of the next reserve, or commits on its own a few ms later.
         Shutdown waits for these (`drain`, then the writer's close); a crash in between
         leaves the reservation for `reconcile`."""
-        task = asyncio.get_running_loop().create_task(
+        self._settle_in_background(
             self.settle(adm, prompt_tokens, completion_tokens, urgent=False))
+
+    def _settle_in_background(self, work) -> None:
+        """Run the coroutine `work` as a task of its own, which `drain` waits for."""
+        task = asyncio.get_running_loop().create_task(work)
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
@@ -616,39 +620,37 @@ class Gateway:
             return
         adm.done = True
         if adm.pending is not None:  # the reserve is still committing: settle after it
-            task = asyncio.get_running_loop().create_task(
+            self._settle_in_background(
                 self._settle_when_held(adm, prompt_tokens, completion_tokens))
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
             return
+        future = self._submit_settle(adm, prompt_tokens, completion_tokens)
+        if future is None:
+            return
+        # A task of its own (this one is being torn down) waits for the commit; `drain`
+        # waits for it like for any other settle.
+        self._settle_in_background(self._settled_later(
+            adm, asyncio.wrap_future(future), prompt_tokens, completion_tokens))
+
+    def _submit_settle(self, adm: Admission, prompt_tokens: int, completion_tokens: int):
+        """Queue the settle of a held reservation on the writer, lazily; its future, or None
+        (logged) when it could not be queued."""
         try:
-            future = self.writer.submit(
+            return self.writer.submit(
                 self.accounts.settle_op(adm.reservation, prompt_tokens, completion_tokens,
                                         **self._answered(adm)),
                 urgent=False, key=adm.caller.org_id)
         except Exception as err:  # noqa: BLE001
             log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
-            return
-        # A task of its own (this one is being torn down) waits for the commit; `drain`
-        # waits for it like for any other settle.
-        task = asyncio.get_running_loop().create_task(self._settled_later(
-            adm, asyncio.wrap_future(future), prompt_tokens, completion_tokens))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+            return None
 
     async def _settle_when_held(self, adm: Admission, prompt_tokens: int,
                                 completion_tokens: int) -> None:
         if await self._reservation(adm) is None:
             return
-        try:
-            written = self.writer.run(
-                self.accounts.settle_op(adm.reservation, prompt_tokens, completion_tokens,
-                                        **self._answered(adm)),
-                urgent=False, key=adm.caller.org_id)
-        except Exception as err:  # noqa: BLE001
-            log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
-            return
-        await self._settled_later(adm, written, prompt_tokens, completion_tokens)
+        future = self._submit_settle(adm, prompt_tokens, completion_tokens)
+        if future is not None:
+            await self._settled_later(adm, asyncio.wrap_future(future), prompt_tokens,
+                                      completion_tokens)
 
     async def _settled_later(self, adm: Admission, written, prompt_tokens: int,
                              completion_tokens: int) -> None:
