@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokenizer", choices=["words", "bpe"], default="words")
     p.add_argument("--chat-format", choices=["compact", "llama"], default="compact")
     p.add_argument("--vocab", type=int, default=2000)
+    p.add_argument("--split-compounds", action="store_true",
+                   help="words tokenizer: write a word made of other kept words as its parts")
     p.add_argument("--min-word-count", type=int, default=4,
                    help="words tokenizer: how often a word must occur to be one token")
     p.add_argument("--hidden", type=int, default=128)
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     test = {s: world.make_items(s, "test", a.eval_n, 0, True) for s in world.skills}
     corpus = [t for items in train.values() for it in items for t in (it.prompt, it.answer)]
     tok = train_student_tokenizer(corpus + ["user\n", "assistant\n"] * 100, a.vocab,
-                                  a.tokenizer, a.chat_format, a.min_word_count)
+                                  a.tokenizer, a.chat_format, a.min_word_count,
+                                  a.split_compounds)
     model = build_student_model(tok, a.hidden, a.layers, a.heads, a.intermediate, a.seed,
                                 a.kv_heads)
     print(f"parameters {sum(q.numel() for q in model.parameters()):,}, vocabulary {len(tok)}",

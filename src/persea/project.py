@@ -167,7 +167,7 @@ class HarvestSpec(_Strict):
 
 
 STUDENT_SOURCES = ("path", "hub", "gguf")
-STUDENT_SHAPE = ("tokenizer", "min_word_count", "chat_format", "vocab_size", "hidden_size",
+STUDENT_SHAPE = ("tokenizer", "min_word_count", "split_compounds", "chat_format", "vocab_size", "hidden_size",
                  "layers", "heads", "kv_heads", "intermediate_size")
 
 
@@ -179,6 +179,8 @@ class StudentSpec(_Strict):
 
     tokenizer: Literal["bpe", "words"] = "bpe"
     min_word_count: StrictInt = Field(4, ge=1)  # words: how often a word must occur to be a token
+    # words: a word made of other kept words (`bita` = `bi` + `ta`) is written as its parts
+    split_compounds: StrictBool = False
     chat_format: Literal["llama", "compact"] = "llama"
     vocab_size: StrictInt = Field(512, ge=300, le=200_000)
     hidden_size: StrictInt = Field(128, ge=16, le=16384)

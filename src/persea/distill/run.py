@@ -183,7 +183,8 @@ def _run(project, progress, held: ExitStack) -> DistillResult:
             if model is None and not tok_dir.is_dir():
                 tokenizer = train_student_tokenizer(harvest_corpus(harvest),
                                                     st.vocab_size, st.tokenizer,
-                                                    st.chat_format, st.min_word_count)
+                                                    st.chat_format, st.min_word_count,
+                                                    st.split_compounds)
                 tmp = tok_dir.with_name("tokenizer.tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
                 tokenizer.save_pretrained(str(tmp))

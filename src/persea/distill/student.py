@@ -33,12 +33,14 @@ def harvest_corpus(harvest: reader.Harvest) -> list[str]:
 
 
 def train_student_tokenizer(corpus: list[str], vocab_size: int, kind: str = "bpe",
-                            chat_format: str = "llama", min_word_count: int = 4):
+                            chat_format: str = "llama", min_word_count: int = 4,
+                            split_compounds: bool = False):
     """The student's tokenizer of `kind` (`bpe` or `words`), in the Llama 3 or the compact
     chat format."""
     fmt = COMPACT if chat_format == "compact" else LLAMA
     if kind == "words":
-        return wrap(train_words_and_chars(corpus, fmt, vocab_size, min_word_count), fmt)
+        return wrap(train_words_and_chars(corpus, fmt, vocab_size, min_word_count,
+                                          split_compounds), fmt)
     return wrap(train_bpe(corpus, fmt, vocab_size=vocab_size), fmt)
 
 

@@ -8,7 +8,10 @@
   space; everything else, rare words included, is spelt one byte at a time. Frequent words
   (the fixed wording of prompts, names a model must recall) cost one position each, while
   a random string keeps one token per letter, which is what reversing or counting letters
-  needs. BPE cannot give both: its merges apply inside rare words too.
+  needs. BPE cannot give both: its merges apply inside rare words too. With
+  `split_compounds`, a frequent word that is other kept words written together (`bita` =
+  `bi` + `ta`) is not kept itself: it is written as its parts, so what the student learns
+  about a part (where `bi` sorts) holds for every word made of it.
 
 Both are lossless: any string encodes and decodes back exactly, with no unknown token.
 Every special token of the format is a single added token and takes the first ids; the
@@ -71,20 +74,44 @@ def frequent_words(corpus: list[str], min_count: int, limit: int) -> list[str]:
     return ranked[:max(0, limit)]
 
 
+def _splits_into(word: str, parts: set[str]) -> bool:
+    """Whether `word` is two or more of `parts` written together."""
+    # ends[i]: word[:i] is one or more parts; a whole-word part alone does not count
+    ends = [True] + [False] * len(word)
+    for i in range(1, len(word) + 1):
+        ends[i] = any(ends[j] and word[j:i] in parts for j in range(i) if (j, i) != (0, len(word)))
+    return ends[len(word)]
+
+
+def drop_compounds(words: list[str]) -> list[str]:
+    """`words` without those that are two or more shorter kept words written together, in the
+    same order. Shorter words are decided first, so a part is always a kept word."""
+    kept: set[str] = set()
+    for w in sorted(words, key=lambda w: (len(w), w)):
+        if not _splits_into(w, kept):
+            kept.add(w)
+    return [w for w in words if w in kept]
+
+
 def train_words_and_chars(corpus: list[str], fmt: ChatFormat, vocab_size: int = 2000,
-                          min_count: int = 4) -> Tokenizer:
+                          min_count: int = 4, split_compounds: bool = False) -> Tokenizer:
     """Special tokens, the 256 byte symbols, then the corpus's frequent words (each as
     `word` and as ` word`), as many as fit in `vocab_size`.
 
     Pre-tokenization does the work: a known word standing alone (not inside a longer run of
     letters), with its leading space if it has one, is one piece; any other character is a
     piece of its own. The pieces are mapped to byte symbols, and a word-level model gives
-    each piece its id.
+    each piece its id. With `split_compounds`, words made of other kept words are dropped
+    (`drop_compounds`), and a standalone run of letters that is kept words written together
+    is one piece, then cut into them.
     """
     specials = special_tokens(fmt, with_unk=True)
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     room = (vocab_size - len(specials) - len(alphabet)) // 2
-    words = sorted(frequent_words(corpus, min_count, room), key=lambda w: (-len(w), w))
+    words = frequent_words(corpus, min_count, room)
+    if split_compounds:
+        words = drop_compounds(words)
+    words = sorted(words, key=lambda w: (-len(w), w))
     vocab = {s: i for i, s in enumerate(specials)}
     for symbol in alphabet:
         vocab.setdefault(symbol, len(vocab))
@@ -92,7 +119,9 @@ def train_words_and_chars(corpus: list[str], fmt: ChatFormat, vocab_size: int = 
         vocab.setdefault(w, len(vocab))
         vocab.setdefault("\u0120" + w, len(vocab))  # "Ġ": the byte-level symbol of a space
     known = "|".join(words)  # longest first, so no word stops at a shorter one's end
-    text_split = rf"(?: |(?<![A-Za-z]))(?:{known})(?![A-Za-z])|[\s\S]" if words else r"[\s\S]"
+    repeat = "+" if split_compounds else ""
+    text_split = (rf"(?: |(?<![A-Za-z]))(?:{known}){repeat}(?![A-Za-z])|[\s\S]" if words
+                  else r"[\s\S]")
     symbol_split = "\u0120?(?:" + known + r")|[\s\S]" if words else r"[\s\S]"
     tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
