@@ -205,6 +205,8 @@ class StudentSpec(_Strict):
                 + ", ".join(sources + shape))
         if self.revision is not None and self.hub is None:
             raise ValueError("`revision:` goes with `hub:` only")
+        if self.split_compounds and self.tokenizer != "words":
+            raise ValueError("`split_compounds:` goes with `tokenizer: words` only")
         if self.kv_heads is not None and self.heads % self.kv_heads:
             raise ValueError(f"heads {self.heads} is not a multiple of kv_heads "
                              f"{self.kv_heads}; each key/value head serves a whole group of "

@@ -26,3 +26,9 @@ def test_kv_heads_must_divide_heads():
 def test_record_names_kv_heads_only_when_set_so_older_runs_still_resume():
     assert "kv_heads" not in StudentSpec(heads=4).record()
     assert StudentSpec(heads=4, kv_heads=4).record()["kv_heads"] == 4
+
+
+def test_split_compounds_needs_the_words_tokenizer():
+    with pytest.raises(ValidationError, match="goes with `tokenizer: words` only"):
+        StudentSpec(tokenizer="bpe", split_compounds=True)
+    assert StudentSpec(tokenizer="words", split_compounds=True).split_compounds
