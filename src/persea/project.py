@@ -179,8 +179,9 @@ class StudentSpec(_Strict):
 
     tokenizer: Literal["bpe", "words"] = "bpe"
     min_word_count: StrictInt = Field(4, ge=1)  # words: how often a word must occur to be a token
-    # words: a word made of other kept words (`bita` = `bi` + `ta`) is written as its parts
-    split_compounds: StrictBool = False
+    # words: a word made of other kept words (`bita` = `bi` + `ta`) is written as its parts;
+    # None (unset) means no, and keeps it out of the record, as kv_heads
+    split_compounds: StrictBool | None = None
     chat_format: Literal["llama", "compact"] = "llama"
     vocab_size: StrictInt = Field(512, ge=300, le=200_000)
     hidden_size: StrictInt = Field(128, ge=16, le=16384)
@@ -225,7 +226,8 @@ class StudentSpec(_Strict):
     def record(self) -> dict:
         """The fields that define this student (for run.json): the shape, or the source."""
         if self.source is None:
-            # kv_heads only when set, so runs recorded before the field existed still resume
+            # kv_heads and split_compounds only when set, so runs recorded before the fields
+            # existed still resume
             return self.model_dump(mode="json", include=set(STUDENT_SHAPE), exclude_none=True)
         return self.model_dump(mode="json", include={*STUDENT_SOURCES, "revision"},
                                exclude_none=True)

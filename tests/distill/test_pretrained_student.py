@@ -173,6 +173,5 @@ def test_revision_goes_with_hub_and_the_record_names_only_what_defines_the_stude
     shape = parse_project({**BASE, "distill": {"student": {"hidden_size": 64}}})
     assert shape.distill.student.source is None
     assert shape.distill.student.record() == {
-        "tokenizer": "bpe", "min_word_count": 4, "split_compounds": False,
-        "chat_format": "llama", "vocab_size": 512,
+        "tokenizer": "bpe", "min_word_count": 4, "chat_format": "llama", "vocab_size": 512,
         "hidden_size": 64, "layers": 4, "heads": 4, "intermediate_size": 384}

@@ -31,4 +31,5 @@ def test_record_names_kv_heads_only_when_set_so_older_runs_still_resume():
 def test_split_compounds_needs_the_words_tokenizer():
     with pytest.raises(ValidationError, match="goes with `tokenizer: words` only"):
         StudentSpec(tokenizer="bpe", split_compounds=True)
-    assert StudentSpec(tokenizer="words", split_compounds=True).split_compounds
+    assert StudentSpec(tokenizer="words", split_compounds=True).record()["split_compounds"]
+    assert "split_compounds" not in StudentSpec(tokenizer="words").record()
