@@ -33,6 +33,16 @@ HOLD = (balances.update()
                       balances.c.spent + balances.c.reserved + _amount <= _budget))
         .values(reserved=balances.c.reserved + _amount))
 
+# Hold a budget lease of :amount, only while :need (a multiple of it) still fits, so that
+# leases stop being granted well before the budget's end. Params: b_org, b_month, amount,
+# need.
+HOLD_LEASE = (balances.update()
+              .where(*_this_balance,
+                     sa.or_(_budget.is_(None),
+                            balances.c.spent + balances.c.reserved
+                            + sa.bindparam("need", type_=Money()) <= _budget))
+              .values(reserved=balances.c.reserved + _amount))
+
 # Charge a settled request and give back what it held. Params: b_org, b_month, cost, held.
 CHARGE = (balances.update().where(*_this_balance)
           .values(spent=balances.c.spent + sa.bindparam("cost", type_=Money()),
@@ -52,6 +62,13 @@ LOCK_RESERVATION = (sa.select(reservations).where(reservations.c.id == sa.bindpa
 MOVE_RESERVATION = (reservations.update()
                     .where(reservations.c.id == sa.bindparam("b_id"),
                            reservations.c.state == sa.bindparam("b_state")))
+
+# Take :amount off a held lease's amount (what a request it paid for cost, or room given
+# back). Params: b_id, amount.
+SPEND_LEASE = (reservations.update()
+               .where(reservations.c.id == sa.bindparam("b_id"),
+                      reservations.c.state == "held")
+               .values(amount=reservations.c.amount - _amount))
 
 # The usage record of one request. Params: b_request.
 USAGE_BY_REQUEST = sa.select(usage_records).where(

@@ -165,16 +165,9 @@ class Accounts:
         token counts (tokenizers and contexts differ): the hold covers the dearest of them
         all, and `settle_op(..., model=...)` charges the one that answered at the price
         fixed now."""
-        price = self.check_model(caller, model)
-        _check_tokens(prompt_tokens, max_tokens)
-        if not isinstance(request_id, str) or not 0 < len(request_id) <= 200:
-            raise AccountsError("request id: expected 1 to 200 characters")
-        prices = {model: price}
-        amount = sum(price.cost(prompt_tokens, max_tokens), Decimal(0))
-        for other, other_prompt, other_max in instead:
-            _check_tokens(other_prompt, other_max)
-            prices[other] = other_price = self.check_model(caller, other)
-            amount = max(amount, sum(other_price.cost(other_prompt, other_max), Decimal(0)))
+        amount, prices = self.quote(caller, model, prompt_tokens, max_tokens, request_id,
+                                    instead=instead)
+        price = prices[model]
 
         def op(conn: sa.Connection) -> Reservation:
             now = self.clock()
@@ -206,14 +199,34 @@ class Accounts:
 
         return op
 
+    def quote(self, caller: Caller, model: str, prompt_tokens: int, max_tokens: int,
+              request_id: str, *, instead: Sequence[tuple[str, int, int]] = ()
+              ) -> tuple[Decimal, dict[str, Price]]:
+        """What a reserve would hold (the worst case of the dearest model that may answer)
+        and each model's price, with every argument checked; nothing is written."""
+        price = self.check_model(caller, model)
+        _check_tokens(prompt_tokens, max_tokens)
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= 200:
+            raise AccountsError("request id: expected 1 to 200 characters")
+        prices = {model: price}
+        amount = sum(price.cost(prompt_tokens, max_tokens), Decimal(0))
+        for other, other_prompt, other_max in instead:
+            _check_tokens(other_prompt, other_max)
+            prices[other] = other_price = self.check_model(caller, other)
+            amount = max(amount, sum(other_price.cost(other_prompt, other_max), Decimal(0)))
+        return amount, prices
+
     def settle_op(self, reservation: Reservation, prompt_tokens: int,
                   completion_tokens: int, *, model: str | None = None,
-                  route: str | None = None, attempts: int = 1
+                  route: str | None = None, attempts: int = 1, whole_hold: bool = False
                   ) -> Callable[[sa.Connection], UsageRecord]:
         """`settle` as an op (see above). `model`: the model that answered, one of those the
         reservation was made for (default: its first); it is charged at the price fixed
         when reserving. `route` and `attempts` are recorded as they are: models that failed
-        before `model` answered cost nothing."""
+        before `model` answered cost nothing. For a reservation carved out of a budget
+        lease (persea.accounts.leases) the cost is taken off the lease; `whole_hold`: the
+        whole hold is (the lease is retired, so the rest of the hold goes back to the
+        budget instead of to the lease's room in memory)."""
         _check_tokens(prompt_tokens, completion_tokens)
         if model is not None and model != reservation.model \
                 and model not in reservation.prices:
@@ -223,6 +236,13 @@ class Accounts:
             raise AccountsError("attempts: expected a whole number from 1 to 1000")
         answered = model if model is not None and model != reservation.model else None
         price = reservation.prices[answered] if answered is not None else None
+
+        if reservation.lease is not None:
+            def op(conn: sa.Connection) -> UsageRecord:
+                return self._settle_leased(conn, reservation, prompt_tokens,
+                                           completion_tokens, answered, route, attempts,
+                                           whole_hold)
+            return op
 
         def op(conn: sa.Connection) -> UsageRecord:
             return self._settle_in(conn, reservation, prompt_tokens, completion_tokens,
@@ -262,6 +282,37 @@ class Accounts:
         conn.execute(ledger.CHARGE, {"b_org": row.org_id, "b_month": row.month,
                                      "cost": record.cost,
                                      "held": row.amount if row.state == "held" else Decimal(0)})
+        return record
+
+    def _settle_leased(self, conn: sa.Connection, reservation: Reservation,
+                       prompt_tokens: int, completion_tokens: int, answered: str | None,
+                       route: str | None, attempts: int, whole_hold: bool) -> UsageRecord:
+        """Settle a request carved out of a lease: one usage record (its request id is the
+        idempotency key, as for any request), the cost charged, and as much taken off the
+        lease's held amount (never more than the lease still holds)."""
+        model = answered or reservation.model
+        price = reservation.prices[model]
+        lease = conn.execute(ledger.LOCK_RESERVATION, {"b_id": reservation.lease}).first()
+        input_cost, output_cost = price.cost(prompt_tokens, completion_tokens)
+        record = UsageRecord(new_id("use"), reservation.request_id, reservation.org_id,
+                             reservation.key_id, model, reservation.month, prompt_tokens,
+                             completion_tokens, input_cost, output_cost,
+                             input_cost + output_cost, self.clock(), route, attempts)
+        recorded = conn.execute(ledger.insert_usage(conn), dict(
+            **record.__dict__, input_per_mtok=price.input_per_mtok,
+            output_per_mtok=price.output_per_mtok)).first()
+        if recorded is None:  # settled before (a retry): the first record stands
+            return _usage_by_request(conn, reservation.request_id)
+        give = Decimal(0)
+        if lease is not None and lease.state == "held":
+            spend = max(record.cost, reservation.amount) if whole_hold else record.cost
+            give = min(spend, lease.amount)
+            conn.execute(ledger.SPEND_LEASE, {"b_id": lease.id, "amount": give})
+            if whole_hold and give == lease.amount:  # a retired lease fully spent: closed
+                conn.execute(ledger.MOVE_RESERVATION,
+                             {"b_id": lease.id, "b_state": "held", "state": "settled"})
+        conn.execute(ledger.CHARGE, {"b_org": reservation.org_id, "b_month": reservation.month,
+                                     "cost": record.cost, "held": give})
         return record
 
     def release_op(self, reservation: Reservation) -> Callable[[sa.Connection], None]:

@@ -54,6 +54,10 @@ class Reservation:
     # every model that may answer instead of `model` (a route's), at the price fixed when
     # this was reserved; `amount` covers the dearest of them
     prices: Mapping[str, Price] = field(default_factory=dict)
+    # set when it was carved, in memory, out of a budget lease (persea.accounts.leases):
+    # the lease's reservation id and month; such a reservation has no row of its own
+    lease: str | None = None
+    month: str | None = None
 
 
 @dataclass(frozen=True)
