@@ -280,7 +280,11 @@ def serve(project: Optional[Path] = ProjectOpt,
               "kek.key)."),
           workers: Optional[int] = typer.Option(
               None, min=1, max=512, help="Gateway processes on the one port, sharing the "
-              "database and the rate limits (default: one per core).")):
+              "database and the rate limits (default: one per core)."),
+          budget_leases: int = typer.Option(
+              0, min=0, max=100_000, help="Reserve requests in memory out of durable budget "
+              "leases of N requests each, so no commit waits before an answer (0: off, every "
+              "request commits its own reserve; docs/billing.md).")):
     """Serve the project's models and routes (persea.yaml `serve:`; by default its released
     student) through the OpenAI-compatible API, with keys, limits and metering. A model
     directory is served only once released (a passing `persea gate`); a sealed directory
@@ -290,7 +294,7 @@ def serve(project: Optional[Path] = ProjectOpt,
                            upstreams=list(upstream or []), redis=redis,
                            admin_token=admin_token, force_release=force_release,
                            release_reason=reason, forced_by=forced_by, keyring=keyring,
-                           workers=workers),
+                           workers=workers, budget_leases=budget_leases),
               echo=lambda line: out.print(line, soft_wrap=True, highlight=False))
 
 

@@ -81,6 +81,7 @@ class ServeOptions:
     forced_by: str | None = None
     keyring: str | None = None  # for sealed directories (persea.seal.keyring)
     workers: int | None = None  # gateway processes on one port; None: one per core
+    budget_leases: int = 0  # requests per budget lease (persea.accounts.leases); 0: off
     # set by the supervisor for its workers:
     limiter_file: str | None = None  # SharedLimiter table (no Redis, several workers)
     releases_checked: bool = False  # the supervisor has checked (and recorded) releases
@@ -307,7 +308,8 @@ def _app(options: ServeOptions, project: LoadedProject | None, backends: dict, r
 
     admin_token = options.admin_token or os.environ.get("PERSEA_ADMIN_TOKEN")
     return create_app(accounts, backends, limiter=make_limiter(redis, options.limiter_file),
-                      admin_token=admin_token, body_limit=options.body_limit, router=router)
+                      admin_token=admin_token, body_limit=options.body_limit, router=router,
+                      lease_requests=options.budget_leases)
 
 
 def worker_app():

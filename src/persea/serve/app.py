@@ -9,6 +9,7 @@ gateway's surface is the OpenAI API, `/healthz`, `/readyz`, `/metrics` and `/adm
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,7 @@ from fastapi import FastAPI, Request
 
 from persea.errors import PerseaError
 from persea.accounts import Accounts, AccountsError
+from persea.accounts.leases import LeaseBook
 from persea.route.policy import Router
 from persea.serve.backends.base import Backend
 from persea.serve.errors import ApiError, EdgeMiddleware, error_response, \
@@ -44,17 +46,28 @@ def _route_label(path: str) -> str:
     return "other"
 
 
+async def _retire_leases(gateway: Gateway) -> None:
+    """Give back the room of budget leases past their time, also for organisations that
+    stopped sending requests."""
+    while True:
+        await asyncio.sleep(gateway.leases.seconds)
+        gateway.retire_leases()
+
+
 def create_app(accounts: Accounts, backends: dict[str, Backend], *,
                limiter: Limiter | None = None, admin_token: str | None = None,
                body_limit: int = DEFAULT_BODY_LIMIT, db_threads: int = 8,
                reconcile: bool = True, router: Router | None = None,
-               overlap: bool = True) -> FastAPI:
+               overlap: bool = True, lease_requests: int = 0) -> FastAPI:
     """`overlap`: let the model start while the reservation commits (the answer still waits
-    for it: persea.serve.gateway); False waits for the commit first."""
+    for it: persea.serve.gateway); False waits for the commit first. `lease_requests`:
+    reserve in memory out of budget leases of that many requests (persea.accounts.leases);
+    0: every request commits its own reserve."""
     metrics = Metrics()
     limiter = limiter or MemoryLimiter()
+    leases = LeaseBook(accounts, requests=lease_requests) if lease_requests > 0 else None
     gateway = Gateway(accounts, backends, limiter, metrics, db_threads=db_threads,
-                      router=router, overlap=overlap)
+                      router=router, overlap=overlap, leases=leases)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -69,10 +82,14 @@ def create_app(accounts: Accounts, backends: dict[str, Backend], *,
             else:
                 if freed:
                     log.warning("released %d reservations left by an earlier gateway", freed)
+        retiring = asyncio.create_task(_retire_leases(gateway)) if leases else None
         try:
             yield
         finally:
+            if retiring is not None:
+                retiring.cancel()
             await gateway.drain()
+            gateway.retire_leases(everything=True)  # the writer applies these as it closes
             for backend in backends.values():
                 await backend.aclose()
             await limiter.aclose()

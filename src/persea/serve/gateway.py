@@ -42,6 +42,7 @@ from typing import AsyncIterator
 import sqlalchemy as sa
 
 from persea.accounts import Accounts, AccountsError, Caller, Reservation
+from persea.accounts.leases import LeaseBook, NoLease
 from persea.route.breaker import MemoryBreaker
 from persea.route.policy import Route, Router
 from persea.serve.backends.base import (Backend, BackendError, Piece, Prepared, Prompt,
@@ -145,9 +146,13 @@ def _messages(prompt: Prompt) -> list[dict[str, str]]:
 class Gateway:
     def __init__(self, accounts: Accounts, backends: dict[str, Backend], limiter: Limiter,
                  metrics: Metrics, *, db_threads: int = 8, router: Router | None = None,
-                 overlap: bool = True):
+                 overlap: bool = True, leases: LeaseBook | None = None):
         self.accounts = accounts
         self.overlap = overlap  # may the model start while the reserve commits
+        # budget leases (persea.accounts.leases): reserves in memory out of a durable chunk
+        self.leases = leases
+        self._lease_opening: dict[str, asyncio.Future] = {}  # org -> lease being opened
+        self._no_lease_until: dict[str, float] = {}  # org -> no lease fitted; retry after
         self._refused_at: dict[str, float] = {}  # org -> when it was last refused (402)
         self.backends = backends
         self.limiter = limiter
@@ -307,6 +312,17 @@ class Gateway:
         request_id = f"{id_prefix}-{secrets.token_hex(12)}"
         instead = [(c.model, c.prepared.prompt_tokens, c.sampling.max_tokens * n)
                    for c in candidates[1:]]
+        if self.leases is not None:
+            try:
+                leased = await self._lease_reserve(caller, first, n, request_id, instead)
+            except AccountsError as err:
+                if tpm is not None:
+                    await self.limiter.refund(tpm)
+                raise api_error(err) from None
+            if leased is not None:  # held in memory, out of a durable lease: no commit
+                return Admission(request_id, caller, first.model, first.backend,
+                                 first.prepared, first.sampling, leased, tpm, route=route,
+                                 candidates=candidates, started=self.router.clock())
         try:
             op = self.accounts.reserve_op(caller, first.model, first.prepared.prompt_tokens,
                                           first.sampling.max_tokens * n, request_id,
@@ -326,6 +342,84 @@ class Gateway:
         if not (overlap and self.overlap and self._may_overlap(caller.org_id)):
             await self._confirm(adm)
         return adm
+
+    async def _lease_reserve(self, caller: Caller, first: Candidate, n: int,
+                             request_id: str, instead: list) -> Reservation | None:
+        """A reservation out of this process's budget lease for the organisation, opening
+        one when there is none (requests arriving meanwhile wait for the same one); None
+        when no lease fits: the caller then reserves per request, after this process's
+        own lease room has gone back to the budget (so that a 402 is exact but for other
+        processes' leases)."""
+        org = caller.org_id
+        args = (caller, first.model, first.prepared.prompt_tokens,
+                first.sampling.max_tokens * n, request_id)
+        held, amount = self.leases.take(*args, instead=instead)
+        if held is not None:
+            return held
+        self._give_back(self.leases.due(org))
+        size = self.leases.chunk(amount)
+        if size is None or self._no_lease_until.get(org, 0.0) > time.monotonic():
+            await self._give_back_now(org)
+            return None
+        opening = self._lease_opening.get(org)
+        if opening is None:
+            try:
+                op = self.leases.open_op(caller, first.model, size)
+                opening = asyncio.wrap_future(self.writer.submit(op, key=org))
+            except WriterClosed:
+                return None
+            self._lease_opening[org] = opening
+            opening.add_done_callback(lambda done: self._lease_opened(org, done))
+        try:
+            await asyncio.shield(opening)
+        except Exception:  # noqa: BLE001 - no lease fits (or it failed): per request
+            await self._give_back_now(org)
+            return None
+        held, _ = self.leases.take(*args, instead=instead)
+        return held
+
+    def _lease_opened(self, org: str, done: asyncio.Future) -> None:
+        if self._lease_opening.get(org) is done:
+            del self._lease_opening[org]
+        if done.cancelled():
+            return
+        err = done.exception()
+        if err is None:
+            self._give_back(self.leases.add(done.result()))
+        elif isinstance(err, NoLease):
+            if len(self._no_lease_until) > 100_000:
+                self._no_lease_until.clear()
+            self._no_lease_until[org] = time.monotonic() + self.leases.seconds
+        else:
+            log.error("opening a budget lease failed: %s", type(err).__name__)
+
+    def _give_back(self, items) -> list:
+        """Queue the lease room in `items` to go back to the budget (lazily); the futures."""
+        futures = []
+        for lease, amount in items:
+            try:
+                futures.append(self.writer.submit(self.leases.shrink_op(lease, amount),
+                                                  urgent=False, key=lease.org_id))
+            except WriterClosed:  # shutting down: the lease expires and reconcile frees it
+                break
+        return futures
+
+    async def _give_back_now(self, org: str) -> None:
+        """This process's open lease for `org`, given back before an exact reserve."""
+        futures = self._give_back(self.leases.due(org, everything=True))
+        if futures:
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in futures),
+                                 return_exceptions=True)
+
+    def retire_leases(self, everything: bool = False) -> None:
+        """Give back the room of leases past their time (every one: at shutdown)."""
+        if self.leases is not None:
+            self._give_back(self.leases.due(everything=everything))
+
+    def _settle_op(self, reservation: Reservation, *args, **kwargs):
+        if reservation.lease is not None and self.leases is not None:
+            return self.leases.settle_op(reservation, *args, **kwargs)
+        return self.accounts.settle_op(reservation, *args, **kwargs)
 
     def _may_overlap(self, org_id: str) -> bool:
         refused = self._refused_at.get(org_id)
@@ -604,7 +698,7 @@ class Gateway:
         if await self._reservation(adm) is None:
             return  # refused: nothing was answered, nothing is held
         try:
-            await self.write(self.accounts.settle_op, adm.reservation, prompt_tokens,
+            await self.write(self._settle_op, adm.reservation, prompt_tokens,
                              completion_tokens, key=adm.caller.org_id, urgent=urgent,
                              **self._answered(adm))
         except Exception as err:  # noqa: BLE001 - the answer is given; reconcile frees it
@@ -636,7 +730,7 @@ class Gateway:
         (logged) when it could not be queued."""
         try:
             return self.writer.submit(
-                self.accounts.settle_op(adm.reservation, prompt_tokens, completion_tokens,
+                self._settle_op(adm.reservation, prompt_tokens, completion_tokens,
                                         **self._answered(adm)),
                 urgent=False, key=adm.caller.org_id)
         except Exception as err:  # noqa: BLE001
@@ -678,6 +772,11 @@ class Gateway:
             self.metrics.backend_errors.labels(adm.model).inc()
         if await self._reservation(adm) is None:
             return  # refused: nothing to give back
+        if adm.reservation.lease is not None and self.leases is not None:
+            back = self.leases.release(adm.reservation)  # to the lease's room, in memory
+            if back is not None:  # the lease is retired: to the budget
+                self._give_back([back])
+            return
         try:
             await self.write(self.accounts.release_op, adm.reservation,
                              key=adm.caller.org_id)
