@@ -69,7 +69,7 @@ distill:
   out: runs/student
   student: {{tokenizer: words, split_compounds: true, chat_format: compact, vocab_size: 2000,
             hidden_size: 128, layers: 4, heads: 16, intermediate_size: 384}}
-  skill_mix: {{addition: 4, reverse: 0.6, sort: 4.5, kb: 1, count: 0.6, convert: 1.2}}
+  skill_mix: {{addition: 3.7, reverse: 1.1, sort: 4.5, kb: 1, count: 0.6, convert: 1.2}}
   # Cross-entropy on the teachers' verified answers (sequence-level distillation). Logit KD
   # across tokenizers (kd: xtok) is off here: with a word-level student it used to carry a
   # teacher's sub-word token onto the student's whole-word token of the same text (gemma's
@@ -78,7 +78,7 @@ distill:
   # is not measured yet (docs/distill.md).
   loss: {{ce: 1.0, kd: none}}
   weighting: [verified]
-  steps: 5500
+  steps: 6000
   batch_size: 64
   lr: 0.003
   warmup: 100
