@@ -282,9 +282,9 @@ def serve(project: Optional[Path] = ProjectOpt,
               None, min=1, max=512, help="Gateway processes on the one port, sharing the "
               "database and the rate limits (default: one per core)."),
           budget_leases: int = typer.Option(
-              0, min=0, max=100_000, help="Reserve requests in memory out of durable budget "
+              64, min=0, max=100_000, help="Reserve requests in memory out of durable budget "
               "leases of N requests each, so no commit waits before an answer (0: off, every "
-              "request commits its own reserve; docs/billing.md).")):
+              "request commits its own reserve before its answer; docs/billing.md).")):
     """Serve the project's models and routes (persea.yaml `serve:`; by default its released
     student) through the OpenAI-compatible API, with keys, limits and metering. A model
     directory is served only once released (a passing `persea gate`); a sealed directory

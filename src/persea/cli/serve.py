@@ -81,7 +81,7 @@ class ServeOptions:
     forced_by: str | None = None
     keyring: str | None = None  # for sealed directories (persea.seal.keyring)
     workers: int | None = None  # gateway processes on one port; None: one per core
-    budget_leases: int = 0  # requests per budget lease (persea.accounts.leases); 0: off
+    budget_leases: int = 64  # requests per budget lease (persea.accounts.leases); 0: off
     # set by the supervisor for its workers:
     limiter_file: str | None = None  # SharedLimiter table (no Redis, several workers)
     releases_checked: bool = False  # the supervisor has checked (and recorded) releases
