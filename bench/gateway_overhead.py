@@ -38,7 +38,13 @@ and on SQLite each request waits for one commit whose time varies by a milliseco
 from request to request on a shared disk, which hides a tenth of that; the SQLite routes are
 printed beside it. The request is one toy-world prompt, the same on every row.
 
-Ends with two verdict lines: the gateway's, and routing's.
+Budget leases (docs/billing.md): the row `through the gateway, budget leases of 64` is the
+first gateway with `create_app(lease_requests=64)`, and `persea serve --workers N
+--budget-leases 64` the real command with them, beside the same command without: the reserve
+is then a memory operation out of a durable lease, and a lone request waits for no commit.
+Every `persea serve` row gets its own verdict lines against the targets and the peers.
+
+Ends with the verdict lines: the gateway's, each `persea serve` row's, and routing's.
 """
 
 from __future__ import annotations
@@ -172,7 +178,8 @@ def serve_gateway(port: int, db_url: str, upstream: str, variant: str,
         backends.update({m: UpstreamBackend(m, upstream) for m in models if m != "stub"})
         router = route_router(router_file, models)
     app = create_app(accounts, backends, router=router,
-                     overlap=variant != "serial")
+                     overlap=variant != "serial",
+                     lease_requests=LEASE_REQUESTS if variant == "leases" else 0)
     if variant == "memory":
         app.state.gateway.writer.close()
         app.state.gateway.writer = MemoryWriter()
@@ -342,7 +349,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.role == "stub":
         return serve_stub(args.port)
-    if args.role in ("gateway", "gateway-memory", "gateway-normal", "gateway-serial"):
+    if args.role in ("gateway", "gateway-memory", "gateway-normal", "gateway-serial",
+                     "gateway-leases"):
         return serve_gateway(args.port, args.db, args.upstream, args.role.partition("-")[2],
                              args.router)
 
@@ -358,6 +366,8 @@ def main() -> None:
         # (label, gateway variant, database, with routes): the first is the one the verdicts
         # are about.
         targets = [("through the gateway (SQLite)", "", sqlite_url, True),
+                   (f"through the gateway, budget leases of {LEASE_REQUESTS} (SQLite)",
+                    "leases", sqlite_url, False),
                    ("diagnostic: SQLite synchronous=NORMAL", "normal", sqlite_url, False),
                    ("diagnostic: accounts in memory, no database", "memory", sqlite_url, True),
                    ("diagnostic: reserve committed before the model", "serial", sqlite_url,
@@ -480,6 +490,8 @@ def main() -> None:
 
 PEERS = ROOT / "bench" / ".peers"  # `make bench-peers` installs them here (git-ignored)
 WORKERS_ROW = "persea serve --workers {n} (SQLite)"
+LEASES_ROW = "persea serve --workers {n} --budget-leases {k} (SQLite)"
+LEASE_REQUESTS = 64  # requests per budget lease in the rows with leases
 LITELLM_ROW = "peer: LiteLLM proxy"
 PORTKEY_ROW = "peer: Portkey gateway"
 
@@ -492,26 +504,36 @@ def _start_rows(args, stub_url: str, sqlite_url: str, key: str, tmp: Path):
 
     started, missing = [], []
     n = args.workers or len(os.sched_getaffinity(0))
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "persea.cli", "serve", "--workers", str(n),
-                             "--port", str(port), "--db", sqlite_url, "--upstream",
-                             f"stub={stub_url}"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    started.append((WORKERS_ROW.format(n=n), proc, f"http://127.0.0.1:{port}/v1/chat/"
-                    "completions", {"Authorization": f"Bearer {key}"}))
+    for name, flags in ((WORKERS_ROW.format(n=n), []),
+                        (LEASES_ROW.format(n=n, k=LEASE_REQUESTS),
+                         ["--budget-leases", str(LEASE_REQUESTS)])):
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "persea.cli", "serve", "--workers",
+                                 str(n), "--port", str(port), "--db", sqlite_url,
+                                 "--upstream", f"stub={stub_url}", *flags], cwd=ROOT,
+                                stdout=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        started.append((name, proc, f"http://127.0.0.1:{port}/v1/chat/completions",
+                        {"Authorization": f"Bearer {key}"}))
     litellm = PEERS / "litellm" / "bin" / "litellm"
     if not litellm.exists():
         missing.append((LITELLM_ROW, f"not installed (`make bench-peers`: {litellm})"))
     else:
         config = tmp / "litellm.yaml"
-        config.write_text(json.dumps({"model_list": [{"model_name": "stub", "litellm_params": {
-            "model": "openai/stub", "api_base": stub_url, "api_key": "none"}}]}))
+        # a master key, as the proxy refuses to start without one (and no database: the
+        # proxy then checks the key and keeps no spend records)
+        master = "sk-bench-" + "0" * 32
+        config.write_text(json.dumps({
+            "model_list": [{"model_name": "stub", "litellm_params": {
+                "model": "openai/stub", "api_base": stub_url, "api_key": "none"}}],
+            "general_settings": {"master_key": master}}))
         port = free_port()
         started.append((LITELLM_ROW, subprocess.Popen(
             [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port",
              str(port), "--num_workers", str(len(os.sched_getaffinity(0)))],
             cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-            f"http://127.0.0.1:{port}/v1/chat/completions", {}))
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            {"Authorization": f"Bearer {master}"}))
     portkey = PEERS / "portkey" / "node_modules" / "@portkey-ai" / "gateway" / "build" / \
         "start-server.js"
     if not portkey.exists():
@@ -544,12 +566,15 @@ def _ready_rows(started, missing):
 def _peer_verdicts(lat_d, rps_d, rows, missing) -> None:
     """One verdict line per target that compares persea (`persea serve --workers N`: the
     default deployment, durable metering on SQLite with synchronous=FULL) with a peer."""
-    ours = next(((n, lat, rps) for n, lat, rps in rows if n.startswith("persea serve")), None)
-    if ours is None:
+    ours = [(n, lat, rps) for n, lat, rps in rows if n.startswith("persea serve")]
+    if not ours:
         print("persea serve --workers: did not run, no comparison with the peers")
         return
-    name, lat, rps = ours
+    for name, lat, rps in ours:
+        _verdicts_of(name, lat, rps, lat_d, rps_d, rows, missing)
 
+
+def _verdicts_of(name, lat, rps, lat_d, rps_d, rows, missing) -> None:
     def added(values, q):
         return pct(values, q) - pct(lat_d, q)
 
