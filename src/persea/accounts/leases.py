@@ -36,6 +36,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Callable, Sequence
 
@@ -44,8 +45,7 @@ import sqlalchemy as sa
 from persea.accounts import ledger
 from persea.accounts.money import MAX_AMOUNT, month_of
 from persea.accounts.service import Accounts, _ensure_balance
-from persea.accounts.types import (AccountsError, BudgetExhausted, Caller, Reservation,
-                                   new_id)
+from persea.accounts.types import AccountsError, Caller, Reservation, new_id
 
 DEFAULT_REQUESTS = 64  # a lease holds this many times the worst case of the request opening it
 DEFAULT_SECONDS = 2.0  # a lease serves new requests this long after it opened
@@ -62,7 +62,7 @@ class Lease:
     org_id: str
     month: str
     opened: float  # monotonic seconds
-    expires_at: object  # datetime: when reconcile may give back what the row still holds
+    expires_at: datetime  # when reconcile may give back what the row still holds
     room: Decimal  # what new requests may still take, in memory
     inflight: int = 0
     retired: bool = False
@@ -142,7 +142,7 @@ class LeaseBook:
             if held != 1:
                 raise NoLease("no budget lease fits; reserving per request")
             lease_id = new_id("res")
-            expires_at = now + accounts.reservation_ttl + _seconds(self.seconds)
+            expires_at = now + accounts.reservation_ttl + timedelta(seconds=self.seconds)
             conn.execute(ledger.insert_reservation(conn), dict(
                 id=lease_id, request_id=f"lease-{lease_id}", org_id=caller.org_id,
                 key_id=caller.key_id, model=model, month=month, amount=size,
@@ -255,9 +255,4 @@ class LeaseBook:
             return len(self._all)
 
 
-def _seconds(s: float):
-    from datetime import timedelta
-    return timedelta(seconds=s)
-
-
-__all__ = ["BudgetExhausted", "Lease", "LeaseBook", "NoLease"]
+__all__ = ["Lease", "LeaseBook", "NoLease"]
