@@ -39,10 +39,11 @@ from request to request on a shared disk, which hides a tenth of that; the SQLit
 printed beside it. The request is one toy-world prompt, the same on every row.
 
 Budget leases (docs/billing.md): the row `through the gateway, budget leases of 64` is the
-first gateway with `create_app(lease_requests=64)`, and `persea serve --workers N
---budget-leases 64` the real command with them, beside the same command without: the reserve
-is then a memory operation out of a durable lease, and a lone request waits for no commit.
-Every `persea serve` row gets its own verdict lines against the targets and the peers.
+first gateway with `create_app(lease_requests=64)`; `persea serve --workers N` is the real
+command, which takes leases of 64 by default, beside the same command with
+`--budget-leases 0` (every reserve committed before its answer). With a lease the reserve is
+a memory operation, and a lone request waits for no commit. Every `persea serve` row gets
+its own verdict lines against the targets and the peers.
 
 Ends with the verdict lines: the gateway's, each `persea serve` row's, and routing's.
 """
@@ -99,6 +100,9 @@ class MemoryAccounts:
 
     def authenticate(self, raw_key):
         return self._real.authenticate(raw_key)  # cached after the first call
+
+    def cached_caller(self, raw_key):
+        return self._real.cached_caller(raw_key)
 
     def check_model(self, caller, model):
         return self._real.check_model(caller, model)
@@ -489,9 +493,9 @@ def main() -> None:
 # -- persea serve --workers, and the peers (LiteLLM proxy, Portkey gateway) ----------------
 
 PEERS = ROOT / "bench" / ".peers"  # `make bench-peers` installs them here (git-ignored)
-WORKERS_ROW = "persea serve --workers {n} (SQLite)"
-LEASES_ROW = "persea serve --workers {n} --budget-leases {k} (SQLite)"
-LEASE_REQUESTS = 64  # requests per budget lease in the rows with leases
+WORKERS_ROW = "persea serve --workers {n} (SQLite; default: budget leases of 64)"
+NO_LEASES_ROW = "persea serve --workers {n} --budget-leases 0 (SQLite)"
+LEASE_REQUESTS = 64  # requests per budget lease in the one-process row with leases
 LITELLM_ROW = "peer: LiteLLM proxy"
 PORTKEY_ROW = "peer: Portkey gateway"
 
@@ -505,8 +509,7 @@ def _start_rows(args, stub_url: str, sqlite_url: str, key: str, tmp: Path):
     started, missing = [], []
     n = args.workers or len(os.sched_getaffinity(0))
     for name, flags in ((WORKERS_ROW.format(n=n), []),
-                        (LEASES_ROW.format(n=n, k=LEASE_REQUESTS),
-                         ["--budget-leases", str(LEASE_REQUESTS)])):
+                        (NO_LEASES_ROW.format(n=n), ["--budget-leases", "0"])):
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "persea.cli", "serve", "--workers",
                                  str(n), "--port", str(port), "--db", sqlite_url,

@@ -79,12 +79,9 @@ class Accounts:
             raise InvalidKey("no API key given: send `Authorization: Bearer psk-...`")
         digest = hash_key(raw_key)
         now = self.clock()
-        with self._cache_lock:
-            hit = self._cache.get(digest)
-        if hit is not None and time.monotonic() - hit[0] < self.cache_seconds:
-            if hit[2] is not None and hit[2] <= now:
-                raise InvalidKey("this API key has expired")
-            return hit[1]
+        cached = self._cached(digest, now)
+        if cached is not None:
+            return cached
         query = (sa.select(api_keys, orgs.c.name.label("org_name"), orgs.c.plan_id)
                  .join(orgs, orgs.c.id == api_keys.c.org_id)
                  .where(api_keys.c.key_hash == digest))
@@ -102,6 +99,23 @@ class Accounts:
         with self._cache_lock:
             self._cache[digest] = (time.monotonic(), caller, row.expires_at)
         return caller
+
+    def cached_caller(self, raw_key: str | None) -> Caller | None:
+        """`authenticate` when the key is in the cache (no database: callers on an event
+        loop use it before sending a miss to a thread); None on a miss. A cached key that
+        has expired raises InvalidKey as `authenticate` does."""
+        if not raw_key:
+            return None
+        return self._cached(hash_key(raw_key), self.clock())
+
+    def _cached(self, digest: str, now: datetime) -> Caller | None:
+        with self._cache_lock:
+            hit = self._cache.get(digest)
+        if hit is not None and time.monotonic() - hit[0] < self.cache_seconds:
+            if hit[2] is not None and hit[2] <= now:
+                raise InvalidKey("this API key has expired")
+            return hit[1]
+        return None
 
     def check_model(self, caller: Caller, model: str) -> Price:
         """The price of `model` for this caller; ModelNotAllowed when the plan does not sell

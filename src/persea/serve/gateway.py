@@ -222,6 +222,12 @@ class Gateway:
         if key is None:
             raise ApiError(401, "no API key given: send the header `Authorization: Bearer "
                            "psk-...`", code="invalid_api_key")
+        try:  # a cached key needs no thread: the hop cost more than the lookup
+            cached = self.accounts.cached_caller(key)
+        except AccountsError as err:
+            raise api_error(err) from None
+        if cached is not None:
+            return cached
         return await self.db(self.accounts.authenticate, key)
 
     def backend_for(self, caller: Caller, model: str) -> Backend:
