@@ -90,16 +90,11 @@ def test_workers_with_leases_share_one_budget_and_give_every_lease_back(migrated
     """`persea serve --workers 2 --budget-leases 8`: two processes, each with its own leases,
     on one database. The rich org's requests are each one usage record; the poor org's
     budget is never passed; after SIGTERM nothing is held."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
     import uuid
 
     from persea.accounts import Accounts
-    from persea.serve.stub_upstream import LiveServer, StubUpstream, free_port
-    from tests.serve.test_workers import PRICE, ROOT, _children, _many, _ready
+    from persea.serve.stub_upstream import LiveServer, StubUpstream
+    from tests.serve.test_workers import PRICE, _many, serving
 
     accounts = Accounts(migrated_url, actor="test")
     tag = uuid.uuid4().hex[:8]
@@ -109,29 +104,13 @@ def test_workers_with_leases_share_one_budget_and_give_every_lease_back(migrated
         orgs[org] = accounts.admin.create_org(f"{org}-{tag}", f"{org}-{tag}").id
         keys[org] = accounts.admin.create_key(f"{org}-{tag}").raw_key
     stub_server = LiveServer(StubUpstream()).start()
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "persea.cli", "serve", "--workers", "2", "--budget-leases", "8",
-         "--port", str(port), "--db", migrated_url, "--upstream", f"stub={stub_server.url}/v1"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "300"})
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while len(_children(proc.pid)) < 2 or not _ready(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"persea serve did not start:\n{proc.stdout.read()}")
-            time.sleep(0.2)
-        assert _many(url, keys["rich"], 40) == [200] * 40
-        statuses = _many(url, keys["poor"], 30, max_tokens=48)
-        answered = statuses.count(200)
-        assert set(statuses) <= {200, 402} and 0 < answered < 30, statuses
+        with serving(migrated_url, stub_server.url, 2, "--budget-leases", "8") as (url, _):
+            assert _many(url, keys["rich"], 40) == [200] * 40
+            statuses = _many(url, keys["poor"], 30, max_tokens=48)
+            answered = statuses.count(200)
+            assert set(statuses) <= {200, 402} and 0 < answered < 30, statuses
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         stub_server.stop()
     try:
         for org, count in (("rich", 40), ("poor", answered)):

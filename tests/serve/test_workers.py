@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -76,30 +77,40 @@ def gateway(migrated_url, limits):
     stub = StubUpstream()
     stub.delay = 0.05
     stub_server = LiveServer(stub).start()
+    try:
+        with serving(migrated_url, stub_server.url, WORKERS,
+                     *(["--redis", limits] if limits else [])) as (url, proc):
+            yield url, keys, accounts, proc
+    finally:
+        stub_server.stop()
+        accounts.close()
+
+
+@contextmanager
+def serving(db_url: str, stub_url: str, workers: int, *flags: str):
+    """`persea serve --workers N` in front of the stub at `stub_url`, on `db_url`, with
+    `flags`; yields (its URL, the supervisor process) once every worker is up, and stops it
+    with SIGTERM (the workers then finish what they hold) afterwards."""
     port = free_port()
-    cmd = [sys.executable, "-m", "persea.cli", "serve", "--workers", str(WORKERS), "--port",
-           str(port), "--db", migrated_url, "--upstream", f"stub={stub_server.url}/v1"]
-    if limits:
-        cmd += ["--redis", limits]
+    cmd = [sys.executable, "-m", "persea.cli", "serve", "--workers", str(workers), "--port",
+           str(port), "--db", db_url, "--upstream", f"stub={stub_url}/v1", *flags]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src"),
                                             "COLUMNS": "300"})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
-        while len(_children(proc.pid)) < WORKERS or not _ready(url):
+        while len(_children(proc.pid)) < workers or not _ready(url):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"persea serve did not start:\n{proc.stdout.read()}")
             time.sleep(0.2)
-        yield url, keys, accounts, proc
+        yield url, proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
-        stub_server.stop()
-        accounts.close()
 
 
 def _ready(url: str) -> bool:
