@@ -34,7 +34,8 @@ The table gives, per row, skill and overall, the mean over seeds and the lowest 
 seed, e.g. `0.81 (0.77–0.84)`, and the worst seed's overall. The verdicts use the range
 (highest minus lowest seed) as the seed spread.
 
-`--quick` (sized for about 20 minutes on 2 cores, not yet timed end to end; three seeds):
+`--quick` (sized for about 20 minutes on 2 cores; three seeds; its off-policy part took 8
+minutes, its on-policy row far longer: docs/benchmarks.md):
 48 harvest prompts per skill, 200 steps, 40 test items per skill, 8 calibration steps, and
 only the teachers, the example recipe, verified + CE only, verified + KD and one on-policy
 row (all teachers, select, lmbda 0.5). It leaves out SFT only, ALM, best_teacher,
