@@ -281,22 +281,33 @@ class Accounts:
             raise AccountsError(f"reservation {row.id} was released; nothing to settle",
                                 Kind.CONFLICT, "reservation_released")
         price = answered_price or Price(row.input_per_mtok, row.output_per_mtok)
-        input_cost, output_cost = price.cost(prompt_tokens, completion_tokens)
-        record = UsageRecord(new_id("use"), row.request_id, row.org_id, row.key_id,
-                             answered or row.model, row.month, prompt_tokens,
-                             completion_tokens, input_cost, output_cost,
-                             input_cost + output_cost, self.clock(), route, attempts)
-        recorded = conn.execute(ledger.insert_usage(conn), dict(
-            **record.__dict__, input_per_mtok=price.input_per_mtok,
-            output_per_mtok=price.output_per_mtok)).first()
-        if recorded is None:  # another process recorded this request first: theirs is the one
-            return _usage_by_request(conn, row.request_id)
+        record, new = self._record_usage(conn, row, answered or row.model, row.month, price,
+                                         prompt_tokens, completion_tokens, route, attempts)
+        if not new:  # another process recorded this request first: theirs is the one
+            return record
         conn.execute(ledger.MOVE_RESERVATION,
                      {"b_id": row.id, "b_state": row.state, "state": "settled"})
         conn.execute(ledger.CHARGE, {"b_org": row.org_id, "b_month": row.month,
                                      "cost": record.cost,
                                      "held": row.amount if row.state == "held" else Decimal(0)})
         return record
+
+    def _record_usage(self, conn: sa.Connection, of, model: str, month: str, price: Price,
+                      prompt_tokens: int, completion_tokens: int, route: str | None,
+                      attempts: int) -> tuple[UsageRecord, bool]:
+        """Write the usage record of the request `of` (anything with request_id, org_id and
+        key_id: a reservation or its row) at `price`, unless its request id was recorded
+        before; (the record, True) when written now, (the earlier record, False) if not."""
+        input_cost, output_cost = price.cost(prompt_tokens, completion_tokens)
+        record = UsageRecord(new_id("use"), of.request_id, of.org_id, of.key_id, model, month,
+                             prompt_tokens, completion_tokens, input_cost, output_cost,
+                             input_cost + output_cost, self.clock(), route, attempts)
+        recorded = conn.execute(ledger.insert_usage(conn), dict(
+            **record.__dict__, input_per_mtok=price.input_per_mtok,
+            output_per_mtok=price.output_per_mtok)).first()
+        if recorded is None:
+            return _usage_by_request(conn, of.request_id), False
+        return record, True
 
     def _settle_leased(self, conn: sa.Connection, reservation: Reservation,
                        prompt_tokens: int, completion_tokens: int, answered: str | None,
@@ -307,16 +318,10 @@ class Accounts:
         model = answered or reservation.model
         price = reservation.prices[model]
         lease = conn.execute(ledger.LOCK_RESERVATION, {"b_id": reservation.lease}).first()
-        input_cost, output_cost = price.cost(prompt_tokens, completion_tokens)
-        record = UsageRecord(new_id("use"), reservation.request_id, reservation.org_id,
-                             reservation.key_id, model, reservation.month, prompt_tokens,
-                             completion_tokens, input_cost, output_cost,
-                             input_cost + output_cost, self.clock(), route, attempts)
-        recorded = conn.execute(ledger.insert_usage(conn), dict(
-            **record.__dict__, input_per_mtok=price.input_per_mtok,
-            output_per_mtok=price.output_per_mtok)).first()
-        if recorded is None:  # settled before (a retry): the first record stands
-            return _usage_by_request(conn, reservation.request_id)
+        record, new = self._record_usage(conn, reservation, model, reservation.month, price,
+                                         prompt_tokens, completion_tokens, route, attempts)
+        if not new:  # settled before (a retry): the first record stands
+            return record
         give = Decimal(0)
         if lease is not None and lease.state == "held":
             spend = max(record.cost, reservation.amount) if whole_hold else record.cost
