@@ -235,6 +235,8 @@ class LeaseBook:
         closing = lease.retired and lease.inflight <= 0
 
         def op(conn: sa.Connection) -> None:
+            conn.execute(ledger.LOCK_BALANCE, {"b_org": lease.org_id,  # lock order: the
+                                               "b_month": lease.month})  # balance first
             row = conn.execute(ledger.LOCK_RESERVATION, {"b_id": lease.id}).first()
             if row is None or row.state != "held":
                 return  # expired (reconcile gave back what it held) or closed

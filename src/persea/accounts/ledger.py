@@ -63,6 +63,12 @@ MOVE_RESERVATION = (reservations.update()
                     .where(reservations.c.id == sa.bindparam("b_id"),
                            reservations.c.state == sa.bindparam("b_state")))
 
+# The org's balance row for :b_month, locked until the transaction ends (PostgreSQL). Ops
+# that touch a lease row take this first: every other op on the request path locks the
+# balance before any shared row (a lease is shared by many requests), so one order holds
+# and batches cannot deadlock each other. Params: b_org, b_month.
+LOCK_BALANCE = sa.select(balances.c.org_id).where(*_this_balance).with_for_update()
+
 # Take :amount off a held lease's amount (what a request it paid for cost, or room given
 # back). Params: b_id, amount.
 SPEND_LEASE = (reservations.update()

@@ -317,6 +317,8 @@ class Accounts:
         lease's held amount (never more than the lease still holds)."""
         model = answered or reservation.model
         price = reservation.prices[model]
+        conn.execute(ledger.LOCK_BALANCE, {"b_org": reservation.org_id,
+                                           "b_month": reservation.month})  # lock order
         lease = conn.execute(ledger.LOCK_RESERVATION, {"b_id": reservation.lease}).first()
         record, new = self._record_usage(conn, reservation, model, reservation.month, price,
                                          prompt_tokens, completion_tokens, route, attempts)
