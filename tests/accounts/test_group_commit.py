@@ -110,6 +110,56 @@ def test_an_op_that_crashes_fails_alone(accounts, caller):
     assert ids == {"before", "after", "later"}
 
 
+class _Deadlock(Exception):
+    """What psycopg raises for PostgreSQL's deadlock_detected: the SQLSTATE on the error."""
+
+    sqlstate = "40P01"
+
+
+def _deadlock() -> sa.exc.OperationalError:
+    return sa.exc.OperationalError("UPDATE balances ...", {}, _Deadlock("deadlock detected"))
+
+
+def test_an_op_that_meets_a_deadlock_is_applied_again_and_written_once(accounts, caller):
+    """The database aborts an op's transaction as a deadlock victim after the op wrote:
+    the rollback undoes that write, the writer applies the op again, and the caller gets one
+    reservation, held once."""
+    writer = GroupWriter(accounts.engine, refusals=(AccountsError,))
+    tries = []
+
+    def victim_once(conn):
+        held = accounts.reserve_op(caller, "m", 0, 1000, "victim")(conn)
+        tries.append(held)
+        if len(tries) == 1:
+            raise _deadlock()
+        return held
+
+    held = writer.submit(victim_once).result(30)
+    writer.close()
+    assert held.request_id == "victim" and len(tries) == 2 and writer.retried == 1
+    assert accounts.balance(caller.org_id) == (0, Decimal("0.001"))
+    assert _count(accounts, reservations) == 1
+
+
+def test_a_transient_error_that_persists_reaches_the_caller_after_the_retries(accounts,
+                                                                            caller):
+    writer = GroupWriter(accounts.engine, refusals=(AccountsError,), retries=2)
+    tries = []
+
+    def always(conn):
+        accounts.reserve_op(caller, "m", 0, 1000, f"always{len(tries)}")(conn)
+        tries.append(1)
+        raise _deadlock()
+
+    error = _outcome(writer.submit(always))
+    # a plain bug is not a transient error: tried once
+    bug = _outcome(writer.submit(lambda conn: 1 / 0))
+    writer.close()
+    assert isinstance(error, sa.exc.OperationalError) and len(tries) == 3
+    assert isinstance(bug, ZeroDivisionError) and writer.retried == 2
+    assert _count(accounts, reservations) == 0
+
+
 def test_a_failed_commit_loses_no_committed_work_and_the_writer_lives(accounts, caller):
     """The commit of one batch fails every time: its callers get the error (after each op
     was tried alone, in vain), nothing of it is stored, the batch committed before it stays,

@@ -15,7 +15,12 @@ flush on PostgreSQL) and only then resolves each caller's future. So:
   savepoint per op: SQLAlchemy's SAVEPOINT + RELEASE took a third of the writer's time;
 - anything else (a bug in an op, a database error, a failed commit) rolls the batch back
   and applies every op again alone, in its own transaction, so one bad op fails only its
-  own caller, and the thread lives on to serve the next batch.
+  own caller, and the thread lives on to serve the next batch;
+- an op alone that fails on a *transient* database error (PostgreSQL's deadlock_detected or
+  serialization_failure, SQLite's "database is locked") is applied again, up to
+  `retries` times with a growing pause: its transaction was rolled back, so nothing of it
+  was written, and the second try usually passes. A lost connection is not retried (the
+  commit's fate is unknown there, and the caller hears the error).
 
 There is no timer on the critical path: an *urgent* op (someone awaits it: a reserve) starts
 a batch at once with whatever else is queued. A *lazy* op (nobody waits: the settle written
@@ -44,6 +49,10 @@ log = logging.getLogger("persea.serve")
 
 DEFAULT_LAZY_DELAY = 0.005  # seconds a settle may wait to share a commit (off the answer's path)
 DEFAULT_MAX_BATCH = 256
+DEFAULT_RETRIES = 4  # tries again of an op alone after a transient error
+RETRY_PAUSE = 0.005  # seconds before the first try again, doubling each time
+# SQLSTATEs after which the same transaction, tried again, can pass (PostgreSQL)
+TRANSIENT_SQLSTATES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
 
 
 @dataclass
@@ -69,8 +78,10 @@ class GroupWriter:
     def __init__(self, engine: sa.Engine | Callable[[], sa.Engine], *, workers: int = 1,
                  refusals: tuple[type[Exception], ...] = (),
                  lazy_delay: float = DEFAULT_LAZY_DELAY, max_batch: int = DEFAULT_MAX_BATCH,
-                 start: bool = True):
+                 retries: int = DEFAULT_RETRIES, start: bool = True):
         self.engine = engine
+        self.retries = retries
+        self.retried = 0  # ops applied again after a transient error
         self.refusals = refusals
         self.lazy_delay = lazy_delay
         self.max_batch = max_batch
@@ -181,9 +192,9 @@ class GroupWriter:
                     if not op.future.done():
                         op.future.set_exception(err)
 
-    def _apply(self, batch: list[_Op]) -> None:
+    def _apply(self, batch: list[_Op], attempt: int = 0) -> None:
         """One transaction for the batch, one commit; when anything but a refusal goes
-        wrong, each op again alone."""
+        wrong, each op again alone (and an op alone again after a transient error)."""
         batch.sort(key=lambda op: op.key)  # same lock order in every batch
         self.batches += 1
         self.ops += len(batch)
@@ -197,6 +208,13 @@ class GroupWriter:
                     except self.refusals as err:  # wrote nothing: this op's answer
                         outcomes.append((False, err))
         except Exception as err:  # noqa: BLE001 - nothing of this batch was committed
+            if len(batch) == 1 and attempt < self.retries and _transient(err):
+                self.retried += 1
+                log.info("accounts writer: %s; trying the op again", _sqlstate(err) or
+                         type(err).__name__)
+                time.sleep(RETRY_PAUSE * 2 ** attempt)
+                self._apply(batch, attempt + 1)
+                return
             if len(batch) == 1 or _connection_lost(err):
                 for op in batch:
                     _resolve(op, False, err)
@@ -224,6 +242,20 @@ def _resolve(op: _Op, ok: bool, value: Any) -> None:
         op.future.set_result(value)
     else:
         op.future.set_exception(value)
+
+
+def _sqlstate(err: Exception) -> str | None:
+    orig = getattr(err, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
+def _transient(err: Exception) -> bool:
+    """A database error after which the same transaction, applied again, may pass."""
+    if not isinstance(err, sa.exc.DBAPIError) or err.connection_invalidated:
+        return False
+    if _sqlstate(err) in TRANSIENT_SQLSTATES:
+        return True
+    return isinstance(err, sa.exc.OperationalError) and "database is locked" in str(err.orig)
 
 
 def _connection_lost(err: Exception) -> bool:
