@@ -296,6 +296,10 @@ class DistillSpec(_Strict):
     warmup: StrictInt = Field(30, ge=0)
     weight_decay: float = Field(0.01, ge=0)
     checkpoint_every: StrictInt = Field(100, ge=1)
+    # seconds of training after which the run stops (at most `steps` steps); the learning
+    # rate then decays with the share of this budget spent. The weights depend on the
+    # machine's speed, so such a run is not reproducible (docs/distill.md, "Time budget")
+    time_budget: float | None = Field(None, gt=0)
     seed: StrictInt = 0
     # torch's intra-op threads per process while training: CPU results depend on it, so it
     # is fixed and recorded in run.json (docs/distill.md, "Determinism")

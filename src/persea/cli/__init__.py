@@ -121,6 +121,9 @@ def distill(project: Optional[Path] = ProjectOpt,
     out.print(f"student: {result.student_dir}  ({result.params:,} parameters; "
               f"{result.used}/{result.examples} examples weighted in; "
               f"{s['tokens_per_s']:,.0f} tokens/s; resumed from step {s['resumed_from']})")
+    if proj.spec.distill.time_budget is not None:
+        out.print(f"time budget: {s['seconds']:.0f} of {proj.spec.distill.time_budget:.0f} s "
+                  f"spent; {s['steps']} of {proj.spec.distill.steps} steps trained")
     out.print(f"loss curve: {result.run_dir / 'loss.csv'} and {result.run_dir / 'loss.png'}")
     print_transfer(out, console, result, proj.spec.distill.loss.uses_logit_kd)
     per_skill = proj.spec.eval.per_skill if eval_per_skill is None else eval_per_skill

@@ -45,6 +45,8 @@ def _config_record(project, harvest) -> dict:
     distill["student"] = project.spec.distill.student.record()  # shape fields, or a source
     if distill["loss"]["combine"] == "sum":  # the default: runs made before the option resume
         del distill["loss"]["combine"]
+    if distill["time_budget"] is None:  # likewise
+        del distill["time_budget"]
     return {"distill": distill,
             "harvest_manifest_sha256": hashlib.sha256(
                 (harvest.path / cache_format.MANIFEST).read_bytes()).hexdigest()}

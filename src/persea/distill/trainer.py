@@ -5,6 +5,14 @@ hardware has it, gradient clipping, a checkpoint every N steps, and a CSV of the
 It runs under `accelerate` (one process, or several with `accelerate launch`: each process
 takes its share of every global batch and gradients are averaged).
 
+Time budget (`distill.time_budget`, seconds): the run stops after the first step that
+brings its training time (the loop's own seconds, checkpoints included, summed over
+resumes) to the budget, or at `steps`, whichever comes first, and writes a checkpoint
+there. The cosine decay then follows whichever is further along, the share of the steps or
+the share of the budget, so a run cut by time still ends at the low learning rate. This is
+how two recipes of different step cost are compared at equal wall-clock; the weights depend
+on the machine's speed.
+
 Resume: the batches of step s are a pure function of (seed, s), and a checkpoint holds the
 weights, optimiser and scheduler states. After `kill -9` the same command loads the last
 checkpoint, drops the loss rows written after it and continues: the curve it writes is the
@@ -31,11 +39,12 @@ from persea.distill.sampling import SkillMix, batch_indices
 CSV_FIELDS = ["step", "loss", "ce", "kd", "alm", "lr", "tokens", "tokens_per_s", "on_policy"]
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1 over `warmup` steps, then cosine decay to 0.1 at `total`."""
+def lr_factor(step: int, warmup: int, total: int, spent_share: float = 0.0) -> float:
+    """Linear warm-up to 1 over `warmup` steps, then cosine decay to 0.1 at `total`, or
+    earlier where `spent_share` (of a time budget) is further along than the steps."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+    progress = max((step - warmup) / max(1, total - warmup), spent_share)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -63,8 +72,8 @@ def clean_temporaries(run_dir: Path) -> None:
                 p.unlink()
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, keep: int = 2
-                    ) -> Path:
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, keep: int = 2,
+                    spent: float = 0.0) -> Path:
     from safetensors.torch import save_model
 
     final = run_dir / "checkpoints" / f"step-{step:07d}"
@@ -73,21 +82,22 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, keep:
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
     torch.save({"step": step, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict()}, tmp / "trainer.pt")
+                "scheduler": scheduler.state_dict(), "spent": spent}, tmp / "trainer.pt")
     tmp.rename(final)
     for old in checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> int:
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, float]:
+    """Load a checkpoint; its step and the training seconds spent up to it."""
     from safetensors.torch import load_model
 
     load_model(model, str(path / "model.safetensors"))
     state = torch.load(path / "trainer.pt", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return int(state["step"])
+    return int(state["step"]), float(state.get("spent", 0.0))
 
 
 def _read_log(path: Path, upto: int) -> list[dict]:
@@ -121,13 +131,16 @@ def train(model, examples, weights: np.ndarray, spec, run_dir: Path, pad_id: int
     torch.manual_seed(spec.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr,
                                   weight_decay=spec.weight_decay, betas=(0.9, 0.95))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, spec.warmup, spec.steps))
+    budget = spec.time_budget
+    clock = {"spent": 0.0}  # training seconds so far, read by the schedule
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
+        s, spec.warmup, spec.steps, clock["spent"] / budget if budget else 0.0))
     start = 0
     if acc.is_main_process:
         clean_temporaries(run_dir)
     if checkpoints(run_dir):
-        start = load_checkpoint(checkpoints(run_dir)[-1], model, optimizer, scheduler)
+        start, clock["spent"] = load_checkpoint(checkpoints(run_dir)[-1], model, optimizer,
+                                                scheduler)
     log_path = run_dir / "loss.csv"
     rows = _read_log(log_path, start)
     model, optimizer = acc.prepare(model, optimizer)
@@ -139,10 +152,14 @@ def train(model, examples, weights: np.ndarray, spec, run_dir: Path, pad_id: int
     task = progress.add_task("distill", total=spec.steps, completed=start) if progress else None
     t0, tokens_done = time.perf_counter(), 0
     loss_value = float("nan")
+    done = start
     on_loss = spec.loss.model_copy(update={
         "ce": 0.0, "kd": "topk", "kd_weight": 1.0, "alm_weight": 0.0, "temperature": 1.0,
         "divergence": spec.on_policy.divergence, "beta": spec.on_policy.beta})
     for step in range(start, spec.steps):
+        if budget is not None and clock["spent"] >= budget:
+            break
+        t_step = time.perf_counter()
         sums: dict[str, float] = {}
         step_tokens = 0
         on = on_policy is not None and is_on_policy_step(
@@ -185,13 +202,23 @@ def train(model, examples, weights: np.ndarray, spec, run_dir: Path, pad_id: int
         if progress is not None:
             progress.update(task, advance=1, description=f"distill loss {loss_value:.3f} "
                             f"{rate:,.0f} tok/s")
-        if (step + 1) % spec.checkpoint_every == 0 or step + 1 == spec.steps:
+        done = step + 1
+        spent = clock["spent"] + time.perf_counter() - t_step
+        if world > 1:  # every process stops at the same step
+            spent = float(acc.reduce(torch.tensor([spent], device=acc.device), "max"))
+        out_of_time = budget is not None and spent >= budget
+        if done % spec.checkpoint_every == 0 or done == spec.steps or out_of_time:
             acc.wait_for_everyone()
             if acc.is_main_process:
                 _write_log(log_path, rows)
-                save_checkpoint(run_dir, step + 1, acc.unwrap_model(model), optimizer, scheduler)
+                save_checkpoint(run_dir, done, acc.unwrap_model(model), optimizer, scheduler,
+                                spent=spent)
+            spent = clock["spent"] + time.perf_counter() - t_step  # the save counts too
+        clock["spent"] = spent
+        if out_of_time:
+            break
     acc.wait_for_everyone()
     elapsed = time.perf_counter() - t0
-    return {"steps": spec.steps, "resumed_from": start, "tokens": tokens_done,
+    return {"steps": done, "resumed_from": start, "seconds": clock["spent"], "tokens": tokens_done,
             "tokens_per_s": tokens_done / max(elapsed, 1e-9), "final_loss": loss_value,
             "model": acc.unwrap_model(model), "is_main": acc.is_main_process}
