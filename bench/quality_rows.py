@@ -3,8 +3,9 @@
 A row is a name and the `distill:` fields it changes in the example project that
 `persea init` writes (persea.init_template.EXAMPLE_PROJECT); everything else (the student's
 size and tokenizer, lr, batch, ...) is the template's, so the benchmark follows it. A row
-whose `on_policy.lmbda` is above 0 is an on-policy row: its step count is not `--steps` but
-whatever fits the same training wall-clock as the best off-policy row (see the benchmark).
+whose `on_policy.lmbda` is above 0 is an on-policy row: it trains not `--steps` steps but
+for the same training wall-clock as the best off-policy row (`distill.time_budget`; see the
+benchmark).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import json
 from persea.project import DistillSpec
 
 # size of one run: harvest prompts per skill, steps of every off-policy row, test items per
-# skill, steps of each on-policy timing run
+# skill
 PROFILES: dict[str, dict[str, int]] = {
-    "full": {"per_skill": 1500, "steps": 2500, "eval": 200, "calib_steps": 20},
-    "quick": {"per_skill": 48, "steps": 200, "eval": 40, "calib_steps": 8},
+    "full": {"per_skill": 1500, "steps": 2500, "eval": 200},
+    "quick": {"per_skill": 600, "steps": 700, "eval": 40},
 }
 EXAMPLE_ROW = "example recipe (persea init)"
 # --tiny: a student small enough that a smoke run of every row takes minutes
@@ -44,9 +45,14 @@ ON_POLICY: dict[str, dict] = {
     "on-policy: all teachers, best": {"on_policy": {"lmbda": 1.0, "combine": "best"}},
     "on-policy: all teachers, select, lmbda 0.5": {
         "on_policy": {"lmbda": 0.5, "combine": "select"}},
+    # as the published recipes do: the student first learns from the cache alone, and only
+    # its second half mixes in its own samples (start counts in the time budget's share)
+    "on-policy: all teachers, select, lmbda 0.5 after half the time": {
+        "on_policy": {"lmbda": 0.5, "combine": "select", "start": 0.5}},
 }
 QUICK = ["multi: verified, CE only", "multi: verified, CE + xtok KD",
-         "on-policy: all teachers, select, lmbda 0.5"]
+         "on-policy: all teachers, select, lmbda 0.5",
+         "on-policy: all teachers, select, lmbda 0.5 after half the time"]
 
 # the verdicts compare these two rows
 KD_ROW, CE_ROW = "multi: verified, CE + xtok KD", "multi: verified, CE only"
@@ -78,12 +84,18 @@ def all_rows(base: dict, quick: bool) -> dict[str, dict]:
     return rows | ON_POLICY
 
 
-def distill_block(base: dict, change: dict, steps: int, seed: int) -> dict:
-    """The `distill:` section of one run: the template's, the row's change, steps and seed.
+def distill_block(base: dict, change: dict, steps: int, seed: int,
+                  time_budget: float | None = None) -> dict:
+    """The `distill:` section of one run: the template's, the row's change, steps, seed and
+    training seconds (none: bounded by steps alone).
     The run directory is named after the whole configuration with its defaults filled in,
     so a rerun finds it again and two rows that train alike share one run."""
+    # one torch thread: the benchmark trains --jobs students at once, one per core (the
+    # template's `threads: 2` in two such processes made every step several times slower)
     block = {**base["distill"], "checkpoint_every": 500, **change, "steps": steps,
-             "seed": seed}
+             "seed": seed, "threads": 1}
+    if time_budget is not None:
+        block["time_budget"] = round(time_budget, 1)
     if "on_policy" in change:
         block["on_policy"] = {**base["distill"].get("on_policy", {}), **change["on_policy"]}
     block.pop("out", None)

@@ -257,7 +257,8 @@ class OnPolicySpec(_Strict):
     student's own sampled answers, graded token by token by the teachers."""
 
     lmbda: float = Field(0.0, ge=0, le=1)  # share of on-policy steps; 0: off
-    start: float = Field(0.0, ge=0, lt=1)  # no on-policy step before this share of the run
+    # no on-policy step before this share of the run (of its steps, or of distill.time_budget)
+    start: float = Field(0.0, ge=0, lt=1)
     divergence: Literal["forward", "reverse", "jsd"] = "reverse"
     beta: float = Field(0.5, gt=0, lt=1)  # for jsd
     temperature: float = Field(1.0, ge=0)  # the student's sampling temperature; 0: greedy

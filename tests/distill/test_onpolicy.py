@@ -131,3 +131,30 @@ def test_sampled_signal_is_the_teachers_probability_of_the_students_token_text()
     assert sig.pos.tolist() == [2]
     sig = sampled_signal("t", trace, [(0, 4)], [30])
     assert np.exp(sig.logp[0, 0]) == pytest.approx(0.9 * 0.5 * 0.8, rel=1e-5)
+
+
+def test_under_a_time_budget_on_policy_starts_at_its_share_of_the_budget(project_copy,
+                                                                       monkeypatch):
+    """`start: 0.5` with a 12-second budget and a step cap of 60: on-policy steps begin once
+    6 seconds are spent, long before step 30 (half the cap) would allow. The trainer's clock
+    is replaced by one that moves half a second per reading, so a step costs about 1 s."""
+    from persea.distill import trainer
+
+    now = [0.0]
+
+    def tick() -> float:
+        now[0] += 0.5
+        return now[0]
+
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=tick))
+    _with_on_policy(project_copy, lmbda=1.0, start=0.5, prompts_per_skill=4)
+    data = yaml.safe_load((project_copy / "persea.yaml").read_text())
+    data["distill"].update(steps=60, time_budget=12)
+    (project_copy / "persea.yaml").write_text(yaml.safe_dump(data))
+    result = run_distill(load_project(project_copy))
+    flags = [int(r["on_policy"]) for r in _rows(result.run_dir)]
+    assert len(flags) < 30 and result.summary["steps"] == len(flags)  # the budget ended it
+    assert result.summary["seconds"] >= 12
+    first_on = flags.index(1)
+    assert flags == [0] * first_on + [1] * (len(flags) - first_on)  # lmbda 1 after start
+    assert 3 <= first_on <= len(flags) - 3  # about half-way through the budget

@@ -9,7 +9,8 @@ Time budget (`distill.time_budget`, seconds): the run stops after the first step
 brings its training time (the loop's own seconds, checkpoints included, summed over
 resumes) to the budget, or at `steps`, whichever comes first, and writes a checkpoint
 there. The cosine decay then follows whichever is further along, the share of the steps or
-the share of the budget, so a run cut by time still ends at the low learning rate. This is
+the share of the budget, so a run cut by time still ends at the low learning rate, and
+`on_policy.start` likewise counts as a share of the budget once that is further along. This is
 how two recipes of different step cost are compared at equal wall-clock; the weights depend
 on the machine's speed.
 
@@ -162,8 +163,12 @@ def train(model, examples, weights: np.ndarray, spec, run_dir: Path, pad_id: int
         t_step = time.perf_counter()
         sums: dict[str, float] = {}
         step_tokens = 0
+        # `on_policy.start` is a share of the run: of the steps, or of a time budget
+        first = int(spec.on_policy.start * spec.steps)
+        if budget is not None and clock["spent"] >= spec.on_policy.start * budget:
+            first = min(first, step)
         on = on_policy is not None and is_on_policy_step(
-            step, spec.on_policy.lmbda, spec.seed, int(spec.on_policy.start * spec.steps))
+            step, spec.on_policy.lmbda, spec.seed, first)
         for micro in range(spec.grad_accum):
             if on:
                 batch, _ = on_policy.batch(acc.unwrap_model(model),
@@ -214,6 +219,8 @@ def train(model, examples, weights: np.ndarray, spec, run_dir: Path, pad_id: int
                 save_checkpoint(run_dir, done, acc.unwrap_model(model), optimizer, scheduler,
                                 spent=spent)
             spent = clock["spent"] + time.perf_counter() - t_step  # the save counts too
+            if world > 1:
+                spent = float(acc.reduce(torch.tensor([spent], device=acc.device), "max"))
         clock["spent"] = spent
         if out_of_time:
             break
