@@ -40,7 +40,8 @@ the sizes in bench/quality_rows.py's PROFILES, and only the teachers, the exampl
 verified + CE only, verified + KD and two on-policy rows (all teachers, select, lmbda 0.5,
 from the start or after half the time). It leaves out SFT only, ALM, best_teacher,
 confidence, the averaged and selected off-policy rows (and with them the cross-scored
-harvest), the single-teacher rows and the other on-policy rows. An explicit `--per-skill`, `--steps` or `--eval` overrides the profile's.
+harvest), the single-teacher rows and the other on-policy rows. An explicit `--per-skill`,
+`--steps` or `--eval` overrides the profile's.
 
 Students train `--jobs` at a time, each in its own process on one thread (two processes of
 two threads each on two cores spend their time waiting on each other). Each result is
