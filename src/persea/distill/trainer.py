@@ -209,7 +209,7 @@ def train(model, examples, weights: np.ndarray, spec, run_dir: Path, pad_id: int
                             f"{rate:,.0f} tok/s")
         done = step + 1
         spent = clock["spent"] + time.perf_counter() - t_step
-        if world > 1:  # every process stops at the same step
+        if world > 1 and budget is not None:  # every process stops at the same step
             spent = float(acc.reduce(torch.tensor([spent], device=acc.device), "max"))
         out_of_time = budget is not None and spent >= budget
         if done % spec.checkpoint_every == 0 or done == spec.steps or out_of_time:
@@ -219,7 +219,7 @@ def train(model, examples, weights: np.ndarray, spec, run_dir: Path, pad_id: int
                 save_checkpoint(run_dir, done, acc.unwrap_model(model), optimizer, scheduler,
                                 spent=spent)
             spent = clock["spent"] + time.perf_counter() - t_step  # the save counts too
-            if world > 1:
+            if world > 1 and budget is not None:
                 spent = float(acc.reduce(torch.tensor([spent], device=acc.device), "max"))
         clock["spent"] = spent
         if out_of_time:
