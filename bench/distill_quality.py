@@ -25,11 +25,12 @@ each of its runs and averaged over the seeds, become every on-policy run's
 `distill.time_budget` (the run stops when its own training loop has spent them, and its
 learning rate decays with the share spent; persea.distill.trainer), with a step cap of
 `TIME_CAP` times `--steps` that the budget reaches first. Both sides run `--jobs` at a time,
-so under the same load. The output prints the budget and what each on-policy row then
-trained (seconds and steps). Setup outside the training loop (building examples, loading the
-teachers that grade the student's samples) counts for neither side. (An earlier version
-timed a few on-policy steps of an untrained student and divided: the real steps cost many
-times more, and the on-policy row overran its share.)
+so under the same load, and both are timed by the trainer's own clock (its loop's seconds,
+checkpoint writes included, summed over resumes); setup outside the loop (building
+examples, loading the teachers that grade the student's samples) counts for neither side.
+The output prints the budget and what each on-policy row then trained (seconds and steps).
+(An earlier version timed a few on-policy steps of an untrained student and divided: the
+real steps cost many times more, and the on-policy row overran its share.)
 
 The table gives, per row, skill and overall, the mean over seeds and the lowest and highest
 seed, e.g. `0.81 (0.77–0.84)`, and the worst seed's overall. The verdicts use the range
@@ -56,7 +57,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import mean, pstdev
@@ -74,23 +74,6 @@ from quality_rows import (CE_ROW, KD_ROW, PROFILES, TINY_STUDENT, all_rows,  # n
 TIME_CAP = 10  # on-policy step cap, times --steps: the time budget ends those runs first
 
 
-class StepClock:
-    """Stands in for the trainer's progress bar and notes when each step ends."""
-
-    def __init__(self):
-        self.times: list[float] = []
-
-    def add_task(self, *args, **kwargs) -> int:
-        self.times.append(time.perf_counter())
-        return 0
-
-    def update(self, *args, **kwargs) -> None:
-        self.times.append(time.perf_counter())
-
-    def durations(self) -> list[float]:
-        return [b - a for a, b in zip(self.times, self.times[1:])]
-
-
 def child(file: Path, name: str, per_eval: int, out: Path) -> None:
     """Child process: one student trained (or resumed) and scored on the test split."""
     import torch  # heavy: only the children train
@@ -101,12 +84,10 @@ def child(file: Path, name: str, per_eval: int, out: Path) -> None:
     from persea.skills import skill_accuracy
 
     torch.set_num_threads(1)
-    clock = StepClock()
-    result = run_distill(load_project(file), progress=clock)
-    steps = clock.durations()
+    result = run_distill(load_project(file))
     acc = skill_accuracy(load_hf_dir(name, result.student_dir), per_skill=per_eval)
     out.write_text(json.dumps({"name": name, "acc": acc, "params": result.params,
-                               "seconds": sum(steps), "steps_timed": len(steps),
+                               "seconds": result.summary["seconds"],
                                "steps": result.summary["steps"]}))
 
 
@@ -236,9 +217,6 @@ def main() -> int:
         notes.append(f"equal-time budget: {best.name} (best off-policy row by mean overall) "
                      f"trained {budget:.1f} s on average over {len(best.runs)} seeds "
                      f"({args.steps} steps; sd {pstdev(r['seconds'] for r in best.runs):.1f} s)")
-        if any(r["steps_timed"] < r["steps"] for r in best.runs):
-            notes.append("  (some of its runs were resumed, so their time is partial: the "
-                         "budget is short)")
         train_rows(on, args.steps * TIME_CAP, on_policy=True, budget=budget)
         notes.append("on-policy rows, each run bounded by that budget (distill.time_budget):")
         for r in (r for r in table_rows if r.on_policy):
