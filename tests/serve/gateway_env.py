@@ -46,6 +46,7 @@ class GatewayEnv:
     stub: StubUpstream
     server: LiveServer
     gateway: object  # persea.serve.gateway.Gateway, to wait for background settles
+    app: object = None  # the app served (persea.serve.app.GatewayApp)
 
     @property
     def v1(self) -> str:
@@ -107,7 +108,7 @@ def start_env(db_url: str, toy_model, **app_kwargs) -> tuple[GatewayEnv, LiveSer
     app = create_app(accounts, backends, admin_token=ADMIN_TOKEN, **app_kwargs)
     server = LiveServer(app).start()
     return GatewayEnv(server.url, keys, accounts, toy, stub, server,
-                      app.state.gateway), stub_server
+                      app.state.gateway, app), stub_server
 
 
 def stop_env(env: GatewayEnv, stub_server: LiveServer) -> None:

@@ -148,8 +148,14 @@ UNSUPPORTED = {
 def refuse_unsupported(req: AnyRequest) -> tuple[str, str] | None:
     """(field, why) for the first set field whose meaning persea cannot honour, else None."""
     extra = req.model_extra or {}
+    declared = type(req).model_fields  # a missing attribute costs pydantic an exception
     for name, why in UNSUPPORTED.items():
-        value = extra.get(name, getattr(req, name, None))
+        if name in extra:
+            value = extra[name]
+        elif name in declared:
+            value = getattr(req, name)
+        else:
+            continue
         if value in (None, False, 0, 0.0, [], {}):
             continue
         return name, why
