@@ -43,7 +43,9 @@ first gateway with `create_app(lease_requests=64)`; `persea serve --workers N` i
 command, which takes leases of 64 by default, beside the same command with
 `--budget-leases 0` (every reserve committed before its answer). With a lease the reserve is
 a memory operation, and a lone request waits for no commit. Every `persea serve` row gets
-its own verdict lines against the targets and the peers.
+its own verdict lines against the targets and the peers. The row `diagnostic: the same,
+through FastAPI's routing` is that leased gateway with its direct path off
+(persea.serve.app.GatewayApp): what the framework's routing cost the chat endpoint.
 
 Ends with the verdict lines: the gateway's, each `persea serve` row's, and routing's.
 """
@@ -146,6 +148,46 @@ class MemoryWriter:
         pass
 
 
+def serve_forwarder(port: int, upstream: str) -> None:
+    """The floor of this stack: a bare ASGI app on the same server (uvicorn, uvloop,
+    httptools) that forwards each request body to the stub with the gateway's upstream
+    client (aiohttp, kept-alive) and answers its bytes. No keys, no checks, no parsing, no
+    metering: what any gateway written this way adds before it does anything."""
+    import aiohttp
+    import uvicorn
+
+    session = None
+
+    async def app(scope, receive, send):
+        nonlocal session
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    session = aiohttp.ClientSession()
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await session.close()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        async with session.post(upstream + "/chat/completions", data=body,
+                                headers={"Content-Type": "application/json"}) as r:
+            answer = await r.read()
+            status = r.status
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(answer)).encode())]})
+        await send({"type": "http.response.body", "body": answer})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+
+
 def route_router(router_file: str, models: list[str]):
     """The gateway's routes over `models` (every one a name for the stub): `fallback` over
     the first two, `learned` over all with the router at `router_file`, built as `persea
@@ -183,7 +225,9 @@ def serve_gateway(port: int, db_url: str, upstream: str, variant: str,
         router = route_router(router_file, models)
     app = create_app(accounts, backends, router=router,
                      overlap=variant != "serial",
-                     lease_requests=LEASE_REQUESTS if variant == "leases" else 0)
+                     lease_requests=LEASE_REQUESTS if variant in ("leases", "fastapi") else 0)
+    if variant == "fastapi":  # the chat endpoint through FastAPI's routing, as before
+        app.direct = {}
     if variant == "memory":
         app.state.gateway.writer.close()
         app.state.gateway.writer = MemoryWriter()
@@ -353,8 +397,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.role == "stub":
         return serve_stub(args.port)
+    if args.role == "forwarder":
+        return serve_forwarder(args.port, args.upstream)
     if args.role in ("gateway", "gateway-memory", "gateway-normal", "gateway-serial",
-                     "gateway-leases"):
+                     "gateway-leases", "gateway-fastapi"):
         return serve_gateway(args.port, args.db, args.upstream, args.role.partition("-")[2],
                              args.router)
 
@@ -372,6 +418,8 @@ def main() -> None:
         targets = [("through the gateway (SQLite)", "", sqlite_url, True),
                    (f"through the gateway, budget leases of {LEASE_REQUESTS} (SQLite)",
                     "leases", sqlite_url, False),
+                   ("diagnostic: the same, through FastAPI's routing (no direct path)",
+                    "fastapi", sqlite_url, False),
                    ("diagnostic: SQLite synchronous=NORMAL", "normal", sqlite_url, False),
                    ("diagnostic: accounts in memory, no database", "memory", sqlite_url, True),
                    ("diagnostic: reserve committed before the model", "serial", sqlite_url,
@@ -461,6 +509,13 @@ def main() -> None:
     _peer_verdicts(lat_d, rps_d, [(n, lat, rps) for (n, *_), lat, rps in zip(targets, lats, rpss)]
                    + [(n, lat, rps) for (n, *_), lat, rps in zip(extra, lats_x, rpss_x)],
                    missing)
+    floor = [(lat, rps) for (n, *_), lat, rps in zip(extra, lats_x, rpss_x) if n == FLOOR_ROW]
+    if floor:
+        f50 = pct(floor[0][0], 0.5) - pct(lat_d, 0.5)
+        leased = pct(lats[1], 0.5) - pct(lat_d, 0.5)
+        print(f"what bounds p50: the bare forwarder adds {f50:+.2f} ms and serves "
+              f"{floor[0][1]:.0f} req/s ({floor[0][1] / rps_d:.2f}x the stub's); the one-process "
+              f"gateway with leases adds {leased:+.2f} ms, {leased - f50:+.2f} ms of its own work")
 
     which_router = args.router or "fitted on planted labels"
     print(f"\nrouting: {len(lats[0])} sequential requests per row, interleaved with the model "
@@ -497,6 +552,7 @@ WORKERS_ROW = "persea serve --workers {n} (SQLite; default: budget leases of 64)
 NO_LEASES_ROW = "persea serve --workers {n} --budget-leases 0 (SQLite)"
 LEASE_REQUESTS = 64  # requests per budget lease in the one-process row with leases
 LITELLM_ROW = "peer: LiteLLM proxy"
+FLOOR_ROW = "floor: bare ASGI forwarder (uvicorn + aiohttp, no checks, one process)"
 PORTKEY_ROW = "peer: Portkey gateway"
 
 
@@ -507,6 +563,10 @@ def _start_rows(args, stub_url: str, sqlite_url: str, key: str, tmp: Path):
     from persea.serve.stub_upstream import free_port
 
     started, missing = [], []
+    port = free_port()
+    started.append((FLOOR_ROW, _spawn("--role", "forwarder", "--port", str(port),
+                                      "--upstream", stub_url),
+                    f"http://127.0.0.1:{port}/v1/chat/completions", {}))
     n = args.workers or len(os.sched_getaffinity(0))
     for name, flags in ((WORKERS_ROW.format(n=n), []),
                         (NO_LEASES_ROW.format(n=n), ["--budget-leases", "0"])):
