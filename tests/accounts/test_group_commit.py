@@ -120,6 +120,44 @@ def _deadlock() -> sa.exc.OperationalError:
     return sa.exc.OperationalError("UPDATE balances ...", {}, _Deadlock("deadlock detected"))
 
 
+class _Merging:
+    """An op of a merge group that writes one reservation row; `apply_many` writes them
+    all in one statement, or fails (`broken`) after writing."""
+
+    def __init__(self, accounts, caller, name, broken=False):
+        self.op = accounts.reserve_op(caller, "m", 0, 100, name)
+        self.merge_group = ("test", broken)
+        self.broken = broken
+
+    def __call__(self, conn):
+        return self.op(conn).request_id
+
+    @staticmethod
+    def apply_many(conn, ops):
+        answers = [op(conn) for op in ops]
+        if ops[0].broken:
+            raise AccountsError("a refusal inside a merged group")
+        return answers
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["merged", "merge fails"])
+def test_ops_of_one_merge_group_are_applied_together_or_each_alone(accounts, caller, broken):
+    writer = GroupWriter(accounts.engine, refusals=(AccountsError,), start=False)
+    ops = [_Merging(accounts, caller, f"g{i}", broken) for i in range(3)]
+    futures = [writer.submit(ops[0], key="acme"),
+               writer.submit(accounts.reserve_op(caller, "m", 0, 100, "plain"), key="acme"),
+               *(writer.submit(op, key="acme") for op in ops[1:])]
+    writer.start()
+    answers = [f.result(timeout=30) for f in futures]
+    writer.close()
+    assert [answers[0], *answers[2:]] == ["g0", "g1", "g2"]
+    assert answers[1].request_id == "plain"
+    # merged: one batch; failed: the batch rolled back, then each op alone (4 batches more)
+    assert (writer.merged, writer.batches) == ((0, 5) if broken else (3, 1))
+    assert _count(accounts, reservations) == 4
+    assert accounts.balance(caller.org_id)[1] == Decimal("0.0004")
+
+
 def test_an_op_that_meets_a_deadlock_is_applied_again_and_written_once(accounts, caller):
     """The database aborts an op's transaction as a deadlock victim after the op wrote:
     the rollback undoes that write, the writer applies the op again, and the caller gets one

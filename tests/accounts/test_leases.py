@@ -7,6 +7,7 @@ reconcile."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -15,8 +16,9 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from persea.accounts import Accounts, BudgetExhausted, Price
+from persea.accounts import Accounts, AccountsError, BudgetExhausted, Price
 from persea.accounts.leases import LeaseBook, NoLease
+from persea.accounts.writer import GroupWriter
 from persea.db.schema import reservations, usage_records
 
 # output 1 per million tokens: 1000 output tokens hold exactly 0.001
@@ -118,6 +120,59 @@ def test_settling_a_leased_request_twice_charges_once(accounts, caller):
     again = accounts._alone(accounts.settle_op(res, 0, 400))
     assert again.id == first.id and len(_usage(accounts)) == 1
     assert accounts.balance(caller.org_id) == (first.cost, Decimal("0.004") - first.cost)
+
+
+def _settle_scenario(accounts, caller, merged: bool, whole: bool):
+    """Settles of one lease, alone one after the other or as one batch of the group-commit
+    writer (merged: persea.accounts.writer); what is written and answered."""
+    book = LeaseBook(accounts, requests=2 if whole else 8)
+    _open(book, caller, book.chunk(HOLD))
+    if whole:  # the lease retires after the first settle: the others give their whole
+        first = book.take(caller, "m", 0, 1000, "w0")[0]  # hold back, until none is left
+        held = [first, book.take(caller, "m", 0, 1000, "w1")[0],
+                dataclasses.replace(first, id="res_late", request_id="w2")]
+        ops = [accounts.settle_op(r, 0, used, whole_hold=i > 0)
+               for i, (r, used) in enumerate(zip(held, [10, 700, 20]))]
+    else:
+        held = [book.take(caller, "m", 0, 1000, f"r{i}")[0] for i in range(6)]
+        ops = [accounts.settle_op(r, 0, used)
+               for r, used in zip(held, [10, 1000, 0, 500, 999, 3])]
+        ops.insert(3, accounts.settle_op(held[1], 0, 1000))  # a retry, in the same batch
+    if merged:
+        writer = GroupWriter(accounts.engine, start=False, refusals=(AccountsError,))
+        futures = [writer.submit(op, key=caller.org_id) for op in ops]
+        writer.start()
+        answers = [f.result(30) for f in futures]
+        writer.close()
+        assert (writer.batches, writer.merged) == (1, len(ops))
+    else:
+        answers = [accounts._alone(op) for op in ops]
+    usage = sorted((u.request_id, u.cost, u.completion_tokens) for u in _usage(accounts))
+    leases = [(r.amount, r.state) for r in _lease_rows(accounts)]
+    return ([(a.request_id, a.cost, a.completion_tokens) for a in answers],
+            [answers.index(a) for a in answers], accounts.balance(caller.org_id), leases,
+            usage)
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["live lease", "retired lease"])
+def test_settles_merged_in_one_batch_write_what_they_write_one_by_one(
+        accounts, caller, migrated_url, clock, whole):
+    alone = _settle_scenario(accounts, caller, merged=False, whole=whole)
+    # the same on a second organisation of the same database, merged
+    accounts.admin.create_org("acme2", "small")
+    other = accounts.authenticate(accounts.admin.create_key("acme2").raw_key)
+    with accounts.engine.begin() as conn:  # only the first organisation's rows
+        conn.execute(usage_records.delete())
+        conn.execute(reservations.delete())
+    merged = _settle_scenario(accounts, other, merged=True, whole=whole)
+    assert merged == alone
+    answers, firsts, (spent, held), leases, usage = merged
+    if whole:  # the last whole hold finds less than itself left: it takes that, and closes
+        assert leases == [(0, "settled")] and held == 0
+        assert spent == Decimal("0.00073")
+    else:  # the retry in the batch is answered with the first record, charged once
+        assert firsts[3] == 1 and len(usage) == 6
+        assert spent == Decimal("0.002512") and held == Decimal("0.008") - spent
 
 
 def test_a_killed_process_lease_is_given_back_by_reconcile(accounts, caller, clock):

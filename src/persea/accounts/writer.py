@@ -28,6 +28,11 @@ after the answer was sent) waits up to `lazy_delay` for an urgent op to ride alo
 under sequential load a request's settle shares the next request's commit instead of costing
 a commit of its own.
 
+Ops that carry a `merge_group` (the settles of one budget lease) are applied together when
+a batch holds several of the same group: `fn.apply_many(conn, fns)` gives each its answer
+with a few statements for all of them instead of a few for each, as if they had run one
+after the other. Alone, or when their batch is applied op by op, each is an ordinary op.
+
 An op that must run in its own transaction (admin writes, reconcile) goes through
 `submit_call`: the writer runs it alone, between batches, so on SQLite it never competes for
 the write lock with a batch (colliding SQLite writers sleep in growing steps).
@@ -87,6 +92,7 @@ class GroupWriter:
         self.max_batch = max_batch
         self.batches = 0  # committed (or attempted) batches, for tests and diagnostics
         self.ops = 0
+        self.merged = 0  # ops applied together with others of their merge group
         self._queue: list[_Op] = []
         self._urgent = 0  # urgent ops in the queue
         self._cond = threading.Condition()
@@ -202,11 +208,7 @@ class GroupWriter:
         try:
             engine = self.engine() if callable(self.engine) else self.engine
             with engine.begin() as conn:
-                for op in batch:
-                    try:
-                        outcomes.append((True, op.fn(conn)))
-                    except self.refusals as err:  # wrote nothing: this op's answer
-                        outcomes.append((False, err))
+                outcomes = self._apply_in(conn, batch)
         except Exception as err:  # noqa: BLE001 - nothing of this batch was committed
             if len(batch) == 1 and attempt < self.retries and _transient(err):
                 self.retried += 1
@@ -226,6 +228,33 @@ class GroupWriter:
             return
         for op, (ok, value) in zip(batch, outcomes):
             _resolve(op, ok, value)
+
+
+    def _apply_in(self, conn: sa.Connection, batch: list[_Op]) -> list[tuple[bool, Any]]:
+        """Each op's outcome, applied in `conn`; ops of one merge group go together, where
+        the first of them stands. A refusal inside a merged group is not one op's answer:
+        it fails the batch, which is then applied op by op."""
+        groups: dict[Any, list[int]] = {}
+        for i, op in enumerate(batch):
+            group = getattr(op.fn, "merge_group", None)
+            if group is not None:
+                groups.setdefault(group, []).append(i)
+        outcomes: list[tuple[bool, Any] | None] = [None] * len(batch)
+        for i, op in enumerate(batch):
+            if outcomes[i] is not None:
+                continue
+            members = groups.get(getattr(op.fn, "merge_group", None), ())
+            if len(members) > 1:
+                results = op.fn.apply_many(conn, [batch[j].fn for j in members])
+                for j, value in zip(members, results, strict=True):
+                    outcomes[j] = (True, value)
+                self.merged += len(members)
+                continue
+            try:
+                outcomes[i] = (True, op.fn(conn))
+            except self.refusals as err:  # wrote nothing: this op's answer
+                outcomes[i] = (False, err)
+        return outcomes
 
 
 def _call(fn: Callable[[], Any]) -> tuple[bool, Any]:

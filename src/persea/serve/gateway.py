@@ -52,12 +52,17 @@ from persea.serve.limits import Ask, Limiter, retry_after_header
 from persea.serve.metrics import Metrics
 from persea.serve.sampling import bound_max_tokens, sampling_for
 from persea.serve.wire import AnyRequest, refuse_unsupported
-from persea.accounts.writer import GroupWriter, WalCheckpointer, WriterClosed
+from persea.accounts.writer import DEFAULT_LAZY_DELAY, GroupWriter, WalCheckpointer, \
+    WriterClosed
 
 log = logging.getLogger("persea.serve")
 
 INLINE_TOKENIZE_CHARS = 8192  # longer prompts are tokenized off the event loop
 OVERLAP_PAUSE_S = 10.0  # after a 402, an org's requests wait for their reserve's commit
+# With budget leases no reserve commits for a settle to ride along with: settles gather this
+# long instead, and the writer merges those of one lease into a few statements
+# (docs/billing.md, "Settles of one lease, merged").
+LEASED_SETTLE_DELAY_S = 0.05
 
 
 def api_error(err: AccountsError) -> ApiError:
@@ -166,7 +171,9 @@ class Gateway:
         sqlite = accounts.engine.dialect.name == "sqlite"
         self.writer = GroupWriter(lambda: self.accounts.engine,
                                   workers=1 if sqlite else db_threads,
-                                  refusals=(AccountsError,))
+                                  refusals=(AccountsError,),
+                                  lazy_delay=LEASED_SETTLE_DELAY_S if leases is not None
+                                  else DEFAULT_LAZY_DELAY)
         file_db = sqlite and accounts.engine.url.database not in (None, "", ":memory:")
         self._checkpointer = WalCheckpointer(accounts.engine) if file_db else None
         self._settling: set[asyncio.Task] = set()
