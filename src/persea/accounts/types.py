@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 import hashlib
-import secrets
+import os
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -112,8 +113,39 @@ def hash_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode("utf-8")).hexdigest()
 
 
+class _RandomBytes:
+    """Bytes from the operating system's CSPRNG, drawn 4 KiB at a time and handed out once
+    each. Every request takes three ids (request, reservation, usage record); a system call
+    for each released the GIL three times on the event loop's thread, and under load each
+    release let the accounts writer thread take the GIL for up to a switch interval (the
+    gateway's profile put 4% of its samples there). Thread-safe; a forked child drops its
+    parent's bytes so that the two never hand out the same ones."""
+
+    def __init__(self, size: int = 4096):
+        self._size = size
+        self._lock = threading.Lock()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()  # a fork may copy it held
+        self._pool = b""
+        self._at = 0
+
+    def hex(self, n: int) -> str:
+        with self._lock:
+            if self._at + n > len(self._pool):
+                self._pool, self._at = os.urandom(max(self._size, n)), 0
+            chunk = self._pool[self._at:self._at + n]
+            self._at += n
+        return chunk.hex()
+
+
+random_hex = _RandomBytes().hex  # random_hex(n): 2n hex digits, as secrets.token_hex(n)
+
+
 def new_id(kind: str) -> str:
-    return f"{kind}_{secrets.token_hex(10)}"
+    return f"{kind}_{random_hex(10)}"
 
 
 def money(value: Decimal) -> sa.BindParameter:

@@ -149,7 +149,10 @@ class GroupWriter:
             self._queue.append(op)
             if op.urgent:
                 self._urgent += 1
-            self._cond.notify()
+            # A lazy op behind another one changes nothing a waiting writer looks at (the
+            # first op's deadline): no wake-up, which cost a futex call per settle.
+            if op.urgent or len(self._queue) == 1 or len(self._queue) >= self.max_batch:
+                self._cond.notify()
         return op.future
 
     # -- the writer threads -----------------------------------------------------------

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from typing import AsyncIterator
 import sqlalchemy as sa
 
 from persea.accounts import Accounts, AccountsError, Caller, Reservation
+from persea.accounts.types import random_hex
 from persea.accounts.leases import LeaseBook, NoLease
 from persea.route.breaker import MemoryBreaker
 from persea.route.policy import Route, Router
@@ -322,7 +322,7 @@ class Gateway:
         n = first.sampling.n
         tpm = await self._limit(caller, max(c.prepared.prompt_tokens + c.sampling.max_tokens * n
                                             for c in candidates))
-        request_id = f"{id_prefix}-{secrets.token_hex(12)}"
+        request_id = f"{id_prefix}-{random_hex(12)}"
         instead = [(c.model, c.prepared.prompt_tokens, c.sampling.max_tokens * n)
                    for c in candidates[1:]]
         if self.leases is not None:
@@ -595,7 +595,7 @@ class Gateway:
         model tried fails or the caller goes away before it is given."""
         failure: BackendError | None = None
         async for c, limit in self._tries(adm):
-            self.metrics.in_flight.labels(c.model).inc()
+            self.metrics.child(self.metrics.in_flight, c.model).inc()
             started = time.perf_counter()
             try:
                 result = await self._timed(
@@ -610,7 +610,7 @@ class Gateway:
                 await self.release(adm)  # cancelled (caller gone) or a bug: nothing delivered
                 raise
             finally:
-                self.metrics.in_flight.labels(c.model).dec()
+                self.metrics.child(self.metrics.in_flight, c.model).dec()
             await self._outcome(adm, None, time.perf_counter() - started)
             self.settle_soon(adm, result.prompt_tokens, result.completion_tokens)
             return result
@@ -660,7 +660,7 @@ class Gateway:
             await self.release(adm, error=False)
             raise self._exhausted(adm, failure)
         tally = _Tally(adm)
-        self.metrics.in_flight.labels(adm.model).inc()
+        self.metrics.child(self.metrics.in_flight, adm.model).inc()
         finished = False
         try:
             try:
@@ -680,7 +680,7 @@ class Gateway:
             await self.settle(adm, prompt_tokens, completion_tokens)
             yield Charged(prompt_tokens, completion_tokens)
         finally:
-            self.metrics.in_flight.labels(adm.model).dec()
+            self.metrics.child(self.metrics.in_flight, adm.model).dec()
             if not finished and not adm.done:
                 # The caller went away (or the task is torn down): charge what was produced.
                 self.settle_now(adm, *tally.counts())

@@ -40,13 +40,24 @@ class Metrics:
         self.in_flight = Gauge("persea_requests_in_flight", "Requests being generated",
                                ["model"], registry=r)
 
+        self._children: dict = {}
+
+    def child(self, metric, *labels: str):
+        """`metric.labels(*labels)`, kept: prometheus_client checks and joins the labels on
+        every call, six times a request; the label sets are bounded, so is this."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def observe(self, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        self.child(self.requests, route, str(status)).inc()
+        self.child(self.latency, route).observe(seconds)
 
     def charged(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
-        self.tokens_in.labels(model).inc(prompt_tokens)
-        self.tokens_out.labels(model).inc(completion_tokens)
+        self.child(self.tokens_in, model).inc(prompt_tokens)
+        self.child(self.tokens_out, model).inc(completion_tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
