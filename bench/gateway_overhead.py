@@ -45,7 +45,11 @@ command, which takes leases of 64 by default, beside the same command with
 a memory operation, and a lone request waits for no commit. Every `persea serve` row gets
 its own verdict lines against the targets and the peers. The row `diagnostic: the same,
 through FastAPI's routing` is that leased gateway with its direct path off
-(persea.serve.app.GatewayApp): what the framework's routing cost the chat endpoint.
+(persea.serve.app.GatewayApp): what the framework's routing cost the chat endpoint. The
+row `floor: bare ASGI forwarder` is uvicorn and aiohttp passing the request's bytes to the
+stub and its answer back, with nothing else: what any gateway built on this stack adds
+before its own work, so the last verdict line splits persea's added p50 into that floor and
+its own part.
 
 Ends with the verdict lines: the gateway's, each `persea serve` row's, and routing's.
 """
