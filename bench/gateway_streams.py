@@ -3,12 +3,14 @@ streaming slowly. Side by side in one run: the same streams straight to the stub
 through the gateway.
 
     .venv/bin/python bench/gateway_streams.py [--streams 1000] [--token-delay 0.2]
-                                              [--spread 1.0] [--budget-leases 0]
+                                              [--spread 1.0] [--budget-leases 0] [--workers N]
 
 Three processes: the stub upstream (persea.serve.stub_upstream, one word per token, each
 chunk `--token-delay` seconds after the last), one persea gateway process in front of it
 (`create_app` on SQLite with `synchronous=FULL`: keys, limits, budget, durable usage; with
-`--budget-leases N`, leases of N requests), and this client, which sends every request
+`--budget-leases N`, leases of N requests; with `--workers N`, the real command instead:
+`persea serve --workers N` on the same database, its N processes on one port), and this
+client, which sends every request
 within `--spread` seconds, each on its own connection, so that all streams are open
 together (raw asyncio sockets: the client must cost less than what it measures; httpx with
 1,000 streams in one process was itself the bottleneck). For each side it reports:
@@ -16,8 +18,8 @@ together (raw asyncio sockets: the client must cost less than what it measures; 
 - streams completed (a 200, every chunk, the `[DONE]` line) and dropped (anything else);
 - time to first token at p50 / p99 / max, and what the gateway adds at each;
 - the wall time for all of them;
-- for the gateway: its resident memory before and at its peak (VmHWM), and the usage records
-  written, which must equal the streams it completed (each billed once).
+- for the gateway: its resident memory before and at its peak (VmHWM; with `--workers`,
+  summed over the command and its workers), and the usage records written, which must equal the streams it completed (each billed once).
 
 Ends with one verdict line: none dropped, every completed stream billed once, and the
 numbers above.
@@ -73,13 +75,18 @@ def _spawn(*args: str) -> subprocess.Popen:
 
 
 def _rss_kib(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process, in KiB."""
-    fields = {}
+    """(VmRSS, VmHWM) of a process and its child processes, summed, in KiB."""
+    fields = {"VmRSS": 0, "VmHWM": 0}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                fields[name] = int(value.split()[0])
+            if name in fields:
+                fields[name] += int(value.split()[0])
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        for child in f.read().split():
+            rss, hwm = _rss_kib(int(child))
+            fields["VmRSS"] += rss
+            fields["VmHWM"] += hwm
     return fields["VmRSS"], fields["VmHWM"]
 
 
@@ -189,6 +196,9 @@ def main() -> None:
                     "together: each lasts 16 x --token-delay)")
     ap.add_argument("--budget-leases", type=int, default=0,
                     help="requests per budget lease in the gateway (0: off)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="run `persea serve --workers N` as the gateway (default: one process "
+                    "with create_app)")
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
@@ -209,9 +219,17 @@ def main() -> None:
         stub = _spawn("--role", "stub", "--port", str(stub_port),
                       "--token-delay", str(args.token_delay))
         direct = f"http://127.0.0.1:{stub_port}/v1/chat/completions"
-        gateway = _spawn("--role", "gateway", "--port", str(gw_port), "--db", db_url,
-                         "--upstream", f"http://127.0.0.1:{stub_port}/v1",
-                         "--budget-leases", str(args.budget_leases))
+        if args.workers:
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "persea.cli", "serve", "--workers", str(args.workers),
+                 "--port", str(gw_port), "--db", db_url, "--upstream",
+                 f"stub=http://127.0.0.1:{stub_port}/v1", "--budget-leases",
+                 str(args.budget_leases)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        else:
+            gateway = _spawn("--role", "gateway", "--port", str(gw_port), "--db", db_url,
+                             "--upstream", f"http://127.0.0.1:{stub_port}/v1",
+                             "--budget-leases", str(args.budget_leases))
         through = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         auth = {"Authorization": f"Bearer {key}"}
         try:
@@ -234,7 +252,8 @@ def main() -> None:
     print(f"\n{args.streams} concurrent streams each way, sent within {args.spread:g} s, "
           f"{BODY['max_tokens']} chunks each, one every {args.token_delay * 1000:.0f} ms "
           "from the stub"
-          f"{f'; budget leases of {args.budget_leases}' if args.budget_leases else ''}\n")
+          f"{f'; budget leases of {args.budget_leases}' if args.budget_leases else ''}"
+          f"{f'; persea serve --workers {args.workers}' if args.workers else ''}\n")
     print("| path | completed | dropped | TTFT p50 ms | TTFT p99 ms | TTFT max ms | wall s |")
     print("|---|---|---|---|---|---|---|")
     for name, ok, ttft, wall in (("stub directly", ok_d, ttft_d, wall_d),
