@@ -207,7 +207,6 @@ class GroupWriter:
         batch.sort(key=lambda op: op.key)  # same lock order in every batch
         self.batches += 1
         self.ops += len(batch)
-        outcomes: list[tuple[bool, Any]] = []
         try:
             engine = self.engine() if callable(self.engine) else self.engine
             with engine.begin() as conn:
@@ -231,7 +230,6 @@ class GroupWriter:
             return
         for op, (ok, value) in zip(batch, outcomes):
             _resolve(op, ok, value)
-
 
     def _apply_in(self, conn: sa.Connection, batch: list[_Op]) -> list[tuple[bool, Any]]:
         """Each op's outcome, applied in `conn`; ops of one merge group go together, where
