@@ -123,7 +123,6 @@ class _RandomBytes:
 
     def __init__(self, size: int = 4096):
         self._size = size
-        self._lock = threading.Lock()
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
 
