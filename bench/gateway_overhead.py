@@ -49,7 +49,15 @@ through FastAPI's routing` is that leased gateway with its direct path off
 row `floor: bare ASGI forwarder` is uvicorn and aiohttp passing the request's bytes to the
 stub and its answer back, with nothing else: what any gateway built on this stack adds
 before its own work, so the last verdict line splits persea's added p50 into that floor and
-its own part.
+its own part. The row `floor: the same forwarder, N processes` runs it once per core on one
+port (SO_REUSEPORT, as `persea serve --workers N` listens): the most requests per second a
+gateway on this stack serves with these cores, whatever it does.
+
+The column `server CPU µs per request` is the user and system CPU time that the server's
+processes (every thread, every worker) spent during its concurrent phase, divided by the
+requests answered: unlike req/s, it hardly depends on what else shares the cores, so it
+says what each row costs per request and where the difference lies. The throughput
+verdict line splits persea's CPU per request into the forwarder's and its own.
 
 Ends with the verdict lines: the gateway's, each `persea serve` row's, and routing's.
 """
@@ -152,11 +160,15 @@ class MemoryWriter:
         pass
 
 
-def serve_forwarder(port: int, upstream: str) -> None:
+def serve_forwarder(port: int, upstream: str, shared_port: bool = False) -> None:
     """The floor of this stack: a bare ASGI app on the same server (uvicorn, uvloop,
     httptools) that forwards each request body to the stub with the gateway's upstream
     client (aiohttp, kept-alive) and answers its bytes. No keys, no checks, no parsing, no
-    metering: what any gateway written this way adds before it does anything."""
+    metering: what any gateway written this way adds before it does anything.
+    `shared_port`: listen with SO_REUSEPORT, as each `persea serve --workers` process does,
+    so that several of these share one port."""
+    import socket
+
     import aiohttp
     import uvicorn
 
@@ -189,7 +201,41 @@ def serve_forwarder(port: int, upstream: str) -> None:
                                 (b"content-length", str(len(answer)).encode())]})
         await send({"type": "http.response.body", "body": answer})
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+    if not shared_port:
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+        return
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    config = uvicorn.Config(app, log_level="error", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+class _Processes:
+    """Several processes that make one row (the forwarder on every core), with the few
+    `subprocess.Popen` methods the rows use, so that this process starts and stops each of
+    them itself."""
+
+    def __init__(self, procs: list[subprocess.Popen]):
+        self.procs = procs
+        self.returncode = None
+
+    def poll(self):
+        for p in self.procs:
+            if p.poll() is not None:
+                self.returncode = p.returncode
+                return self.returncode
+        return None
+
+    def terminate(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+
+    def wait(self, timeout: float | None = None) -> None:
+        for p in self.procs:
+            p.wait(timeout)
 
 
 def route_router(router_file: str, models: list[str]):
@@ -350,7 +396,8 @@ class _Connection:
         self.writer.close()
 
 
-async def _concurrent(url: str, headers: dict, clients: int, seconds: float) -> float:
+async def _concurrent(url: str, headers: dict, clients: int, seconds: float
+                      ) -> tuple[float, int]:
     conns = [_Connection(url, headers) for _ in range(clients)]
     await asyncio.gather(*[c.open() for c in conns])
     for c in conns:  # warm up every connection
@@ -374,7 +421,33 @@ async def _concurrent(url: str, headers: dict, clients: int, seconds: float) -> 
         c.close()
     if errors:
         raise SystemExit(f"{url}: {errors} requests failed under load")
-    return done / elapsed
+    return done / elapsed, done
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and every process under it, in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children += f.read().split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0  # it ended meanwhile
+    return total + sum(_cpu_seconds(int(child)) for child in children)
+
+
+def _under_load(url: str, headers: dict, proc, clients: int, seconds: float
+                ) -> tuple[float, float]:
+    """Requests per second from `clients` kept-alive clients, and the CPU time the server
+    (`proc` and the processes under it) spent per request meanwhile, in microseconds: what
+    each request costs the machine, whatever else shares its cores."""
+    pids = [p.pid for p in getattr(proc, "procs", [proc])]
+    before = sum(_cpu_seconds(pid) for pid in pids)
+    rate, done = asyncio.run(_concurrent(url, headers, clients, seconds))
+    return rate, (sum(_cpu_seconds(pid) for pid in pids) - before) / done * 1e6
 
 
 def pct(values: list[float], q: float) -> float:
@@ -403,6 +476,8 @@ def main() -> None:
         return serve_stub(args.port)
     if args.role == "forwarder":
         return serve_forwarder(args.port, args.upstream)
+    if args.role == "forwarder-shared":
+        return serve_forwarder(args.port, args.upstream, shared_port=True)
     if args.role in ("gateway", "gateway-memory", "gateway-normal", "gateway-serial",
                      "gateway-leases", "gateway-fastapi"):
         return serve_gateway(args.port, args.db, args.upstream, args.role.partition("-")[2],
@@ -469,12 +544,14 @@ def main() -> None:
                             routed[(i, r)] += sequential(url, auth, block, r)
                 for lat, (_, _, url, headers) in zip(lats_x, extra):
                     lat += sequential(url, headers, block)
-            rps_d = asyncio.run(_concurrent(direct, {}, args.clients, args.seconds))
-            rpss = [asyncio.run(_concurrent(url, {"Authorization": f"Bearer {k}"},
-                                            args.clients, args.seconds))
-                    for url, k in zip(urls, keys)]
-            rpss_x = [asyncio.run(_concurrent(url, headers, args.clients, args.seconds))
-                      for _, _, url, headers in extra]
+            rps_d, cpu_d = _under_load(direct, {}, procs[0], args.clients, args.seconds)
+            rpss, cpus = zip(*[_under_load(url, {"Authorization": f"Bearer {k}"}, proc,
+                                           args.clients, args.seconds)
+                               for url, k, proc in zip(urls, keys, procs[1:])])
+            loaded_x = [_under_load(url, headers, proc, args.clients, args.seconds)
+                        for _, proc, url, headers in extra]
+            rpss_x = [rps for rps, _ in loaded_x]
+            cpus_x = [cpu for _, cpu in loaded_x]
             answered = _answered_by(urls[0], keys[0])
         finally:
             for p in procs:
@@ -486,18 +563,17 @@ def main() -> None:
 
     print(f"\n{len(lat_d)} sequential requests each way; {args.clients} concurrent clients for "
           f"{args.seconds:g} s each way; non-streaming chat, max_tokens 16\n")
-    print(f"| path | p50 ms | p90 ms | p99 ms | req/s at {args.clients} clients |")
-    print("|---|---|---|---|---|")
+    print(f"| path | p50 ms | p90 ms | p99 ms | req/s at {args.clients} clients | "
+          "server CPU µs per request |")
+    print("|---|---|---|---|---|---|")
     print(f"| stub directly | {pct(lat_d, 0.5):.2f} | {pct(lat_d, 0.9):.2f} | "
-          f"{pct(lat_d, 0.99):.2f} | {rps_d:.0f} |")
-    for (name, _, _, _), lat, rps in zip(targets, lats, rpss):
+          f"{pct(lat_d, 0.99):.2f} | {rps_d:.0f} | {cpu_d:.0f} |")
+    for (name, *_), lat, rps, cpu in [*zip(targets, lats, rpss, cpus),
+                                      *zip(extra, lats_x, rpss_x, cpus_x)]:
         print(f"| {name} | {pct(lat, 0.5):.2f} | {pct(lat, 0.9):.2f} | {pct(lat, 0.99):.2f} | "
-              f"{rps:.0f} |")
-    for (name, _, _, _), lat, rps in zip(extra, lats_x, rpss_x):
-        print(f"| {name} | {pct(lat, 0.5):.2f} | {pct(lat, 0.9):.2f} | {pct(lat, 0.99):.2f} | "
-              f"{rps:.0f} |")
+              f"{rps:.0f} | {cpu:.0f} |")
     for name, why in missing:
-        print(f"| {name} | not run: {why} | | | |")
+        print(f"| {name} | not run: {why} | | | | |")
     for (name, _, _, _), lat, rps in zip(targets, lats, rpss):
         added = name.replace("through the gateway", "added by the gateway").replace(
             "diagnostic:", "added,")
@@ -520,6 +596,16 @@ def main() -> None:
         print(f"what bounds p50: the bare forwarder adds {f50:+.2f} ms and serves "
               f"{floor[0][1]:.0f} req/s ({floor[0][1] / rps_d:.2f}x the stub's); the one-process "
               f"gateway with leases adds {leased:+.2f} ms, {leased - f50:+.2f} ms of its own work")
+    cores = args.workers or len(os.sched_getaffinity(0))
+    loaded = {n: (rps, cpu) for (n, *_), rps, cpu in zip(extra, rpss_x, cpus_x)}
+    floor_n = loaded.get(FLOOR_N_ROW.format(n=cores))
+    ours = loaded.get(WORKERS_ROW.format(n=cores))
+    if floor_n and ours:
+        print(f"what bounds throughput: the bare forwarder in {cores} processes serves "
+              f"{floor_n[0]:.0f} req/s ({floor_n[0] / rps_d:.2f}x the stub's) at {floor_n[1]:.0f} "
+              f"µs of CPU per request (the stub: {cpu_d:.0f}); persea serve --workers {cores} "
+              f"serves {ours[0]:.0f} ({ours[0] / floor_n[0]:.2f}x the forwarder's) at "
+              f"{ours[1]:.0f} µs, {ours[1] - floor_n[1]:+.0f} µs of its own work")
 
     which_router = args.router or "fitted on planted labels"
     print(f"\nrouting: {len(lats[0])} sequential requests per row, interleaved with the model "
@@ -557,6 +643,7 @@ NO_LEASES_ROW = "persea serve --workers {n} --budget-leases 0 (SQLite)"
 LEASE_REQUESTS = 64  # requests per budget lease in the one-process row with leases
 LITELLM_ROW = "peer: LiteLLM proxy"
 FLOOR_ROW = "floor: bare ASGI forwarder (uvicorn + aiohttp, no checks, one process)"
+FLOOR_N_ROW = "floor: the same forwarder, {n} processes on one port (SO_REUSEPORT)"
 PORTKEY_ROW = "peer: Portkey gateway"
 
 
@@ -572,6 +659,10 @@ def _start_rows(args, stub_url: str, sqlite_url: str, key: str, tmp: Path):
                                       "--upstream", stub_url),
                     f"http://127.0.0.1:{port}/v1/chat/completions", {}))
     n = args.workers or len(os.sched_getaffinity(0))
+    port = free_port()
+    started.append((FLOOR_N_ROW.format(n=n), _Processes(
+        [_spawn("--role", "forwarder-shared", "--port", str(port), "--upstream", stub_url)
+         for _ in range(n)]), f"http://127.0.0.1:{port}/v1/chat/completions", {}))
     for name, flags in ((WORKERS_ROW.format(n=n), []),
                         (NO_LEASES_ROW.format(n=n), ["--budget-leases", "0"])):
         port = free_port()
