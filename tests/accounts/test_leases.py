@@ -112,6 +112,68 @@ def test_no_lease_opens_near_the_end_of_the_budget(accounts, caller):
     assert book.chunk(Decimal(0)) is None  # a free request needs no lease
 
 
+def test_a_lease_that_runs_dry_while_serving_makes_the_next_one_larger(accounts, caller):
+    book = LeaseBook(accounts, requests=2, grow=4)
+    org = caller.org_id
+    assert book.chunk(HOLD, org) == Decimal("0.002") and book.growth(org) == 1
+    _open(book, caller, book.chunk(HOLD, org))
+    taken = [book.take(caller, "m", 0, 1000, f"a{i}")[0] for i in range(4)]
+    assert [t is not None for t in taken] == [True, True, False, False]
+    assert book.growth(org) == 2  # doubled once for that lease, however often it is asked
+    grown = _open(book, caller, book.chunk(HOLD, org))
+    assert grown.room == Decimal("0.004") and grown.capacity == 4
+    assert all(book.take(caller, "m", 0, 1000, f"b{i}")[0] is not None for i in range(4))
+    assert book.take(caller, "m", 0, 1000, "b4")[0] is None
+    assert book.growth(org) == 4 and book.chunk(HOLD, org) == Decimal("0.008")
+    _open(book, caller, book.chunk(HOLD, org))
+    for i in range(5):
+        book.take(caller, "m", 0, 1000, f"c{i}")
+    assert book.growth(org) == 4  # never past `grow`
+    # the other organisations' leases keep the base size
+    assert book.chunk(HOLD, "another") == book.chunk(HOLD) == Decimal("0.002")
+
+
+def test_a_lease_retired_with_little_in_flight_makes_the_next_one_smaller(accounts, caller):
+    now = [0.0]
+    book = LeaseBook(accounts, requests=2, grow=8, seconds=2, clock=lambda: now[0])
+    org = caller.org_id
+    _open(book, caller, book.chunk(HOLD, org))
+    for i in range(3):
+        book.take(caller, "m", 0, 1000, f"a{i}")  # dry: growth 2
+    lease = _open(book, caller, book.chunk(HOLD, org))  # capacity 4
+    for i in range(5):
+        book.take(caller, "m", 0, 1000, f"b{i}")  # dry: growth 4
+    assert book.growth(org) == 4
+    lease = _open(book, caller, book.chunk(HOLD, org))  # capacity 8
+    one = book.take(caller, "m", 0, 1000, "lone")[0]  # one in flight at most: under 8 / 4
+    accounts._alone(book.settle_op(one, 0, 10))
+    now[0] += 2  # past its seconds: retired by age (at shutdown, nothing is learnt)
+    for back, amount in book.due():
+        accounts._alone(book.shrink_op(back, amount))
+    assert lease.retired and book.growth(org) == 2
+
+
+def test_a_grown_lease_that_does_not_fit_falls_back_to_the_base_size(accounts, caller):
+    book = LeaseBook(accounts, requests=4, headroom=4, grow=4)  # base: 4 x 0.004 free
+    org = caller.org_id
+    _open(book, caller, book.chunk(HOLD, org))
+    for i in range(5):
+        book.take(caller, "m", 0, 1000, f"a{i}")
+    _give_back(book)
+    assert book.growth(org) == 2  # the next would need 4 x 0.008 = 0.032 free
+    accounts.reserve(caller, "m", 0, 30_000, "big")  # 0.034 of 0.05 held: 0.016 left
+    with pytest.raises(NoLease):
+        _open(book, caller, book.chunk(HOLD, org))
+    assert book.refused(org) is True and book.growth(org) == 1  # grown: try the base size
+    lease = _open(book, caller, book.chunk(HOLD, org))
+    assert lease.room == Decimal("0.004")
+    _give_back(book)
+    accounts.reserve(caller, "m", 0, 1_000, "more")  # 0.035 held: 0.015 left, base too big
+    with pytest.raises(NoLease):
+        _open(book, caller, book.chunk(HOLD, org))
+    assert book.refused(org) is False  # even the base size does not fit: per request
+
+
 def test_settling_a_leased_request_twice_charges_once(accounts, caller):
     book = LeaseBook(accounts, requests=4)
     _open(book, caller, book.chunk(HOLD))
@@ -195,6 +257,8 @@ def test_lease_ops_check_their_arguments(accounts, caller):
         book.open_op(caller, "nope", Decimal(1))
     with pytest.raises(ValueError):
         LeaseBook(accounts, requests=0)
+    with pytest.raises(ValueError):
+        LeaseBook(accounts, grow=0)
 
 
 def test_processes_with_leases_never_pass_the_budget_together(accounts, caller, migrated_url):

@@ -9,6 +9,9 @@ most of what the gateway adds to a request. With leases:
   worst case, and only while `headroom` times that still fits in the budget; the lease is a
   row of `reservations` (request id `lease-...`) whose `amount` is what it holds. It is
   durable before anything is reserved out of it.
+- **Growing**: a lease that runs out of room while it still serves makes the organisation's
+  next one twice as large, up to `grow` times (`LeaseBook`); one retired with little in
+  flight makes it smaller again.
 - **Reserving** out of a lease is a subtraction from its room in memory (`LeaseBook.take`).
   Every lease's room, plus the worst cases of the requests in flight on it, plus the costs
   of settles not yet committed, never exceeds what its row holds, so the budget's
@@ -50,6 +53,7 @@ from persea.accounts.types import AccountsError, Caller, Reservation, new_id
 DEFAULT_REQUESTS = 64  # a lease holds this many times the worst case of the request opening it
 DEFAULT_SECONDS = 2.0  # a lease serves new requests this long after it opened
 DEFAULT_HEADROOM = 4  # a lease opens only while this many times it fits in the budget
+DEFAULT_GROW = 16  # an organisation's leases grow up to this many times `requests`
 
 
 class NoLease(AccountsError):
@@ -66,21 +70,37 @@ class Lease:
     room: Decimal  # what new requests may still take, in memory
     inflight: int = 0
     retired: bool = False
+    capacity: int = 0  # requests it was sized for (the book's `requests` x its growth)
+    peak: int = 0  # the most requests in flight on it at once
+    dry: bool = False  # it ran out of room while still serving
 
 
 class LeaseBook:
-    """One process's budget leases, at most one open per organisation. Thread-safe."""
+    """One process's budget leases, at most one open per organisation. Thread-safe.
+
+    A lease's size follows the organisation's load: it holds `requests` times a request's
+    worst case, times a growth factor per organisation that doubles (up to `grow`) each
+    time a lease runs out of room while it still serves, halves when a lease retires
+    having had fewer than a quarter of its capacity in flight at once, and falls back to 1
+    when a grown lease does not fit (`refused`). Under a steady load of more concurrent
+    requests than `requests`, leases of the base size would run dry and be replaced many
+    times a second, each time with a commit that the requests arriving meanwhile wait for;
+    grown, one lease serves its whole `seconds`. The bounds stay those of any lease: it
+    opens only while `headroom` times its size fits in the budget."""
 
     def __init__(self, accounts: Accounts, *, requests: int = DEFAULT_REQUESTS,
                  seconds: float = DEFAULT_SECONDS, headroom: int = DEFAULT_HEADROOM,
-                 clock: Callable[[], float] = time.monotonic):
-        if requests < 1 or seconds <= 0 or headroom < 1:
-            raise ValueError("leases: requests and headroom must be at least 1, seconds > 0")
+                 grow: int = DEFAULT_GROW, clock: Callable[[], float] = time.monotonic):
+        if requests < 1 or seconds <= 0 or headroom < 1 or grow < 1:
+            raise ValueError("leases: requests, headroom and grow must be at least 1, "
+                             "seconds > 0")
         self.accounts = accounts
         self.requests = requests
         self.seconds = seconds
         self.headroom = headroom
+        self.grow = grow
         self.clock = clock
+        self._growth: dict[str, int] = {}  # org -> what its next lease's size is scaled by
         self._open: dict[str, Lease] = {}  # org -> the lease requests are taken from
         self._all: dict[str, Lease] = {}  # lease id -> lease, open or retired with requests
         self._lock = threading.Lock()
@@ -101,10 +121,17 @@ class LeaseBook:
         month = month_of(self.accounts.clock())
         with self._lock:
             lease = self._open.get(caller.org_id)
-            if lease is None or not self._usable(lease, month) or lease.room < amount:
+            if lease is None or not self._usable(lease, month):
+                return None, amount
+            if lease.room < amount:
+                if not lease.dry:  # run dry while serving: the next lease is larger
+                    lease.dry = True
+                    growth = self._growth.get(lease.org_id, 1)
+                    self._growth[lease.org_id] = min(growth * 2, self.grow)
                 return None, amount
             lease.room -= amount
             lease.inflight += 1
+            lease.peak = max(lease.peak, lease.inflight)
             self.taken += 1
         return Reservation(new_id("res"), request_id, caller.org_id, caller.key_id, model,
                            amount, lease.expires_at, prices, lease=lease.id,
@@ -114,13 +141,29 @@ class LeaseBook:
         return (not lease.retired and lease.month == month
                 and self.clock() - lease.opened < self.seconds)
 
-    def chunk(self, amount: Decimal) -> Decimal | None:
-        """The size of a lease opened for a request whose worst case is `amount`; None when
-        no lease is worth it (a free request) or it would be too large to hold."""
-        size = amount * self.requests
+    def chunk(self, amount: Decimal, org_id: str | None = None) -> Decimal | None:
+        """The size of a lease opened for a request whose worst case is `amount` (for
+        `org_id`: grown to its load); None when no lease is worth it (a free request) or it
+        would be too large to hold."""
+        size = amount * self._capacity(org_id)
         if amount <= 0 or size * self.headroom > MAX_AMOUNT:
             return None
         return size
+
+    def _capacity(self, org_id: str | None) -> int:
+        return self.requests * self._growth.get(org_id, 1) if org_id else self.requests
+
+    def growth(self, org_id: str) -> int:
+        """What the organisation's next lease is scaled by (1: `requests` worst cases)."""
+        return self._growth.get(org_id, 1)
+
+    def refused(self, org_id: str) -> bool:
+        """A lease for the organisation did not fit: True when it was a grown one (its
+        growth falls back to 1, so a lease of the base size may be tried at once), False
+        when even the base size does not fit."""
+        with self._lock:
+            grown = self._growth.pop(org_id, 1) > 1
+        return grown
 
     def open_op(self, caller: Caller, model: str, size: Decimal
                 ) -> Callable[[sa.Connection], Lease]:
@@ -129,6 +172,7 @@ class LeaseBook:
         when it does not (nothing written). `add` the lease once the op has committed."""
         price = self.accounts.check_model(caller, model)
         accounts = self.accounts
+        capacity = self._capacity(caller.org_id)
 
         def op(conn: sa.Connection) -> Lease:
             now = accounts.clock()
@@ -148,7 +192,8 @@ class LeaseBook:
                 key_id=caller.key_id, model=model, month=month, amount=size,
                 input_per_mtok=price.input_per_mtok, output_per_mtok=price.output_per_mtok,
                 state="held", created_at=now, expires_at=expires_at))
-            return Lease(lease_id, caller.org_id, month, self.clock(), expires_at, size)
+            return Lease(lease_id, caller.org_id, month, self.clock(), expires_at, size,
+                         capacity=capacity)
 
         return op
 
@@ -213,6 +258,10 @@ class LeaseBook:
                 leases = [self._open[org_id]] if org_id in self._open else []
             for lease in leases:
                 if everything or not self._usable(lease, month):
+                    if not everything and not lease.dry and lease.peak * 4 < lease.capacity:
+                        growth = self._growth.get(lease.org_id, 1)  # larger than needed
+                        if growth > 1:
+                            self._growth[lease.org_id] = growth // 2
                     out += self._retire_locked(lease)
         return out
 

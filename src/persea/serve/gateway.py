@@ -370,7 +370,7 @@ class Gateway:
         if held is not None:
             return held
         self._give_back(self.leases.due(org))
-        size = self.leases.chunk(amount)
+        size = self.leases.chunk(amount, org)
         if size is None or self._no_lease_until.get(org, 0.0) > time.monotonic():
             await self._give_back_now(org)
             return None
@@ -400,6 +400,8 @@ class Gateway:
         if err is None:
             self._give_back(self.leases.add(done.result()))
         elif isinstance(err, NoLease):
+            if self.leases.refused(org):  # a grown lease: one of the base size may fit
+                return
             if len(self._no_lease_until) > 100_000:
                 self._no_lease_until.clear()
             self._no_lease_until[org] = time.monotonic() + self.leases.seconds
