@@ -58,7 +58,7 @@ class RouteEnv:
 
     def settled(self, seconds: float = 10.0) -> None:
         deadline = time.monotonic() + seconds
-        while self.gateway._settling:
+        while self.gateway.settling:
             if time.monotonic() > deadline:
                 raise AssertionError(f"settles still running after {seconds} s")
             time.sleep(0.005)

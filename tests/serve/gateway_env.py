@@ -65,7 +65,7 @@ class GatewayEnv:
     def settled(self, seconds: float = 10.0) -> None:
         """Wait until no usage record is still being written (answers go out first)."""
         deadline = time.monotonic() + seconds
-        while self.gateway._settling:
+        while self.gateway.settling:
             if time.monotonic() > deadline:
                 raise AssertionError("settles still running after {seconds} s")
             time.sleep(0.005)

@@ -3,8 +3,11 @@ token, and what `persea serve` sets up on an empty database."""
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from persea.errors import PerseaError
 from tests.serve.gateway_env import ADMIN_TOKEN, env, toy_model  # noqa: F401 - fixtures
@@ -53,6 +56,32 @@ def test_metrics_count_requests_tokens_and_rejections(env):
             _metric(before, "persea_rejections_total", reason=reason) == 1
     assert _metric(text, "persea_request_seconds_count", route=route) >= 3
     assert env.keys["acme"] not in text
+
+
+def test_a_settle_that_fails_after_the_answer_is_logged_and_not_counted(
+        env, monkeypatch, caplog):
+    """A whole answer goes out before its usage record is written: when that write fails
+    (the database went away), the failure is logged, the tokens are not counted as
+    charged, and the reservation stays held for reconcile to give back."""
+    caplog.set_level(logging.ERROR, logger="persea.serve")
+    gw = env.gateway
+
+    def failing(reservation, *args, **kwargs):
+        def op(conn):
+            raise sa.exc.OperationalError("UPDATE balances", {}, Exception("disk I/O error"))
+        return op
+
+    monkeypatch.setattr(gw, "_settle_op", failing)
+    before = httpx.get(env.url + "/metrics").text
+    r = env.post("/v1/chat/completions", CHAT)
+    assert r.status_code == 200  # the answer was not held back for the settle
+    env.settled()  # the failed settle is not left waiting for
+    after = httpx.get(env.url + "/metrics").text
+    for name in ("persea_prompt_tokens_total", "persea_completion_tokens_total"):
+        assert _metric(after, name, model="stub") == _metric(before, name, model="stub")
+    assert f"settling {r.headers['x-request-id']} failed: OperationalError" in caplog.text
+    assert "disk I/O error" not in caplog.text  # by type only: the text may hold the URL
+    assert env.balance("acme")[1] > 0  # still held: reconcile gives it back
 
 
 def test_admin_api_needs_its_own_token(env):
