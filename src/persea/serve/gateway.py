@@ -704,13 +704,7 @@ class Gateway:
         the worst case, so the budget can never be passed in between). The settle is lazy:
         it shares the commit of the next reserve, or commits on its own a few ms later.
         Shutdown waits for these (`drain`, then the writer's close); a crash in between
-        leaves the reservation for `reconcile`.
-
-        With the reservation held (nearly always by now), the settle is queued on the writer
-        here and then, and what follows its commit (the metrics, a token refund) runs as a
-        callback on the loop: no task, no coroutine frames and no asyncio future per
-        request, which under load were a measurable part of the event loop's work per
-        request (docs/benchmarks.md)."""
+        leaves the reservation for `reconcile`."""
         if adm.done:
             return
         if adm.pending is not None:  # the reserve is still committing: settle after it
@@ -718,32 +712,7 @@ class Gateway:
                 self.settle(adm, prompt_tokens, completion_tokens, urgent=False))
             return
         adm.done = True
-        future = self._submit_settle(adm, prompt_tokens, completion_tokens)
-        if future is None:
-            return
-        loop = asyncio.get_running_loop()
-        self._queued.add(future)
-
-        def written(done) -> None:  # on the writer's thread
-            try:
-                loop.call_soon_threadsafe(self._written, adm, done, prompt_tokens,
-                                          completion_tokens)
-            except RuntimeError:  # the loop is closed: nothing left to count
-                self._queued.discard(done)
-
-        future.add_done_callback(written)
-
-    def _written(self, adm: Admission, future, prompt_tokens: int,
-                 completion_tokens: int) -> None:
-        """After a queued settle's commit (on the loop): the metrics and the token refund."""
-        self._queued.discard(future)
-        err = future.exception()
-        if err is not None:  # the answer is given; reconcile frees the reservation
-            log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
-            return
-        self.metrics.charged(adm.model, prompt_tokens, completion_tokens)
-        if adm.tpm is not None and adm.tpm.cost > prompt_tokens + completion_tokens:
-            self._settle_in_background(self._refund(adm, prompt_tokens, completion_tokens))
+        self._queue_settle(adm, prompt_tokens, completion_tokens)
 
     def _settle_in_background(self, work) -> None:
         """Run the coroutine `work` as a task of its own, which `drain` waits for."""
@@ -778,43 +747,51 @@ class Gateway:
             self._settle_in_background(
                 self._settle_when_held(adm, prompt_tokens, completion_tokens))
             return
-        future = self._submit_settle(adm, prompt_tokens, completion_tokens)
-        if future is None:
-            return
-        # A task of its own (this one is being torn down) waits for the commit; `drain`
-        # waits for it like for any other settle.
-        self._settle_in_background(self._settled_later(
-            adm, asyncio.wrap_future(future), prompt_tokens, completion_tokens))
-
-    def _submit_settle(self, adm: Admission, prompt_tokens: int, completion_tokens: int):
-        """Queue the settle of a held reservation on the writer, lazily; its future, or None
-        (logged) when it could not be queued."""
-        try:
-            return self.writer.submit(
-                self._settle_op(adm.reservation, prompt_tokens, completion_tokens,
-                                        **self._answered(adm)),
-                urgent=False, key=adm.caller.org_id)
-        except Exception as err:  # noqa: BLE001
-            log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
-            return None
+        self._queue_settle(adm, prompt_tokens, completion_tokens)
 
     async def _settle_when_held(self, adm: Admission, prompt_tokens: int,
                                 completion_tokens: int) -> None:
-        if await self._reservation(adm) is None:
-            return
-        future = self._submit_settle(adm, prompt_tokens, completion_tokens)
-        if future is not None:
-            await self._settled_later(adm, asyncio.wrap_future(future), prompt_tokens,
-                                      completion_tokens)
+        if await self._reservation(adm) is not None:
+            self._queue_settle(adm, prompt_tokens, completion_tokens)
 
-    async def _settled_later(self, adm: Admission, written, prompt_tokens: int,
-                             completion_tokens: int) -> None:
+    def _queue_settle(self, adm: Admission, prompt_tokens: int,
+                      completion_tokens: int) -> None:
+        """Queue the settle of a held reservation on the writer, lazily, and return: what
+        follows its commit (the metrics, a token refund) runs as a callback on the loop
+        (`_written`). No task, no coroutine and no asyncio future per request: under load
+        these were a measurable part of the event loop's work (docs/benchmarks.md).
+        `drain` waits for these as for the settles running as tasks."""
         try:
-            await written
-        except Exception as err:  # noqa: BLE001 - reconcile frees it
+            future = self.writer.submit(
+                self._settle_op(adm.reservation, prompt_tokens, completion_tokens,
+                                **self._answered(adm)),
+                urgent=False, key=adm.caller.org_id)
+        except Exception as err:  # noqa: BLE001 - not queued; reconcile frees it
             log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
             return
-        await self._after(adm, prompt_tokens, completion_tokens)
+        loop = asyncio.get_running_loop()
+        self._queued.add(future)
+
+        def written(done) -> None:  # on the writer's thread
+            try:
+                loop.call_soon_threadsafe(self._written, adm, done, prompt_tokens,
+                                          completion_tokens)
+            except RuntimeError:  # the loop is closed: nothing left to count
+                self._queued.discard(done)
+
+        future.add_done_callback(written)
+
+    def _written(self, adm: Admission, future, prompt_tokens: int,
+                 completion_tokens: int) -> None:
+        """After a queued settle's commit (on the loop): the metrics and the token refund."""
+        self._queued.discard(future)
+        err = future.exception()
+        if err is not None:  # the answer is given; reconcile frees the reservation
+            log.error("settling %s failed: %s", adm.request_id, type(err).__name__)
+            return
+        self.metrics.charged(adm.model, prompt_tokens, completion_tokens)
+        if adm.tpm is not None and adm.tpm.cost > prompt_tokens + completion_tokens:
+            self._settle_in_background(self._refund(adm, prompt_tokens, completion_tokens))
 
     @staticmethod
     def _answered(adm: Admission) -> dict:
