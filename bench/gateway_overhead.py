@@ -165,10 +165,8 @@ def serve_forwarder(port: int, upstream: str, shared_port: bool = False) -> None
     httptools) that forwards each request body to the stub with the gateway's upstream
     client (aiohttp, kept-alive) and answers its bytes. No keys, no checks, no parsing, no
     metering: what any gateway written this way adds before it does anything.
-    `shared_port`: listen with SO_REUSEPORT, as each `persea serve --workers` process does,
-    so that several of these share one port."""
-    import socket
-
+    `shared_port`: listen as each `persea serve --workers` process does (its own socket with
+    SO_REUSEPORT), so that several of these share one port."""
     import aiohttp
     import uvicorn
 
@@ -204,12 +202,10 @@ def serve_forwarder(port: int, upstream: str, shared_port: bool = False) -> None
     if not shared_port:
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
         return
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("127.0.0.1", port))
+    from persea.serve.workers import _listen
+
     config = uvicorn.Config(app, log_level="error", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(config).run(sockets=[_listen("127.0.0.1", port)])
 
 
 class _Processes:
@@ -596,7 +592,7 @@ def main() -> None:
         print(f"what bounds p50: the bare forwarder adds {f50:+.2f} ms and serves "
               f"{floor[0][1]:.0f} req/s ({floor[0][1] / rps_d:.2f}x the stub's); the one-process "
               f"gateway with leases adds {leased:+.2f} ms, {leased - f50:+.2f} ms of its own work")
-    cores = args.workers or len(os.sched_getaffinity(0))
+    cores = _workers(args)
     loaded = {n: (rps, cpu) for (n, *_), rps, cpu in zip(extra, rpss_x, cpus_x)}
     floor_n = loaded.get(FLOOR_N_ROW.format(n=cores))
     ours = loaded.get(WORKERS_ROW.format(n=cores))
@@ -647,6 +643,11 @@ FLOOR_N_ROW = "floor: the same forwarder, {n} processes on one port (SO_REUSEPOR
 PORTKEY_ROW = "peer: Portkey gateway"
 
 
+def _workers(args) -> int:
+    """Processes of the `persea serve --workers` and N-process floor rows."""
+    return args.workers or len(os.sched_getaffinity(0))
+
+
 def _start_rows(args, stub_url: str, sqlite_url: str, key: str, tmp: Path):
     """The rows that run as their own commands: `persea serve --workers N` on the same
     database as the first gateway, and each peer that is installed. Returns
@@ -658,7 +659,7 @@ def _start_rows(args, stub_url: str, sqlite_url: str, key: str, tmp: Path):
     started.append((FLOOR_ROW, _spawn("--role", "forwarder", "--port", str(port),
                                       "--upstream", stub_url),
                     f"http://127.0.0.1:{port}/v1/chat/completions", {}))
-    n = args.workers or len(os.sched_getaffinity(0))
+    n = _workers(args)
     port = free_port()
     started.append((FLOOR_N_ROW.format(n=n), _Processes(
         [_spawn("--role", "forwarder-shared", "--port", str(port), "--upstream", stub_url)
